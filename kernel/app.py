@@ -1,0 +1,225 @@
+"""``create_app(settings)``: the Quart app, auth, error bodies, and plugin blueprints."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import inspect
+import logging
+import time
+import uuid
+from typing import Any
+
+from quart import Quart, Response, g, jsonify, request, websocket
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from kernel.auth import bearer_token, is_public, public
+from kernel.config import Settings
+from kernel.errors import ApiError, default_type, error_body
+from kernel.plugins import load_plugins, per_plugin
+from kernel.runtime import Kernel
+
+log = logging.getLogger("kernel.http")
+access_log = logging.getLogger("kernel.access")
+
+KERNEL_OWNER = "kernel"
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def create_app(
+    settings: Settings,
+    *,
+    extra_plugins: dict[str, object] | None = None,
+    entry_points: dict[str, md.EntryPoint] | None = None,
+) -> Quart:
+    """Build the app: load enabled plugins, collect their routes, wire auth and errors.
+
+    ``extra_plugins`` registers plugin objects in-process (for tests); ``entry_points``
+    replaces discovery (for tests that fake installed plugins).
+    """
+    loaded = load_plugins(settings, entry_points=entry_points, extra=extra_plugins)
+    kernel = Kernel(settings, loaded)
+    app = Quart("kernel")
+    app.config["MAX_CONTENT_LENGTH"] = None  # endpoints enforce their own limits while reading
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.config["RESPONSE_TIMEOUT"] = None  # long agent runs stream for minutes
+    app.extensions["kernel"] = kernel
+    kernel.app = app
+    app.config["KERNEL_ROUTE_OWNERS"] = owners = {}
+
+    _register_kernel_routes(app, kernel)
+    for plugin_name, impl in per_plugin(kernel.pm, "register_routes"):
+        for bp in impl(kernel=kernel, settings=kernel.plugin_settings(plugin_name)) or []:
+            app.register_blueprint(bp)
+            owners[bp.name] = plugin_name
+    for rule in app.url_map.iter_rules():
+        owner = owners.get(rule.endpoint.rpartition(".")[0], KERNEL_OWNER)
+        if owner in kernel.plugins:
+            kernel.plugins[owner].routes.append({"methods": _methods_label(rule), "path": rule.rule})
+
+    _install_request_hooks(app, kernel)
+    _install_error_handlers(app)
+    _install_lifecycle(app, kernel)
+    return app
+
+
+def get_kernel(app: Quart) -> Kernel:
+    """The kernel behind an app built by :func:`create_app`."""
+    return app.extensions["kernel"]
+
+
+def route_table(app: Quart) -> list[dict[str, str]]:
+    """Every route with its methods and owning plugin (``kernel`` for the kernel's own)."""
+    owners: dict[str, str] = app.config["KERNEL_ROUTE_OWNERS"]
+    rows = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        rows.append({
+            "methods": _methods_label(rule),
+            "path": rule.rule,
+            "plugin": owners.get(rule.endpoint.rpartition(".")[0], KERNEL_OWNER),
+        })
+    return sorted(rows, key=lambda r: (r["path"], r["methods"]))
+
+
+def _methods_label(rule: Any) -> str:
+    """``GET,POST`` for HTTP rules; ``WS`` for WebSocket rules (Quart marks them ``websocket``)."""
+    if getattr(rule, "websocket", False):
+        return "WS"
+    return ",".join(sorted(m for m in (rule.methods or ()) if m not in ("HEAD", "OPTIONS")))
+
+
+# --------------------------------------------------------------------------- kernel routes
+
+
+def _register_kernel_routes(app: Quart, kernel: Kernel) -> None:
+    @public
+    async def health() -> Any:
+        return jsonify({"status": "ok"})
+
+    async def plugins() -> Any:
+        return jsonify({"object": "list", "data": [r.as_dict() for r in sorted(
+            kernel.plugins.values(), key=lambda r: r.name)]})
+
+    app.add_url_rule("/-/health", "kernel_health", health, methods=["GET"])
+    app.add_url_rule("/-/plugins", "kernel_plugins", plugins, methods=["GET"])
+    app.static_folder = None
+
+
+# --------------------------------------------------------------------------- per request
+
+
+def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
+    @app.before_request
+    async def identify_and_authenticate() -> None:
+        g.started = time.perf_counter()
+        given = request.headers.get("x-request-id", "")
+        g.request_id = given if 0 < len(given) <= MAX_REQUEST_ID_LENGTH and given.isprintable() else (
+            f"req_{uuid.uuid4().hex}")
+        g.principal = None
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        if view is None or is_public(view):
+            return
+        principal = kernel.auth.principal_for(bearer_token(request.headers.get("authorization")))
+        if principal is None:
+            raise ApiError(
+                401,
+                "missing or invalid bearer secret; send 'Authorization: Bearer <token>'",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": 'Bearer realm="kernel"'},
+            )
+        g.principal = principal
+
+    @app.before_websocket
+    async def authenticate_websocket() -> None:
+        # Same rule as HTTP: a socket is open only with the gateway secret unless its
+        # view is marked @public (and then does its own checks, like the canvas cookie).
+        g.principal = None
+        view = app.view_functions.get(websocket.endpoint) if websocket.endpoint else None
+        if view is None or is_public(view):
+            return
+        principal = kernel.auth.principal_for(bearer_token(websocket.headers.get("authorization")))
+        if principal is None:
+            raise ApiError(401, "missing or invalid bearer secret; send 'Authorization: Bearer <token>'",
+                           code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="kernel"'})
+        g.principal = principal
+
+    @app.after_request
+    async def stamp_and_log(response: Response) -> Response:
+        request_id = getattr(g, "request_id", None)
+        if request_id:
+            response.headers["x-request-id"] = request_id
+        if kernel.settings.kernel.access_log:
+            elapsed = (time.perf_counter() - getattr(g, "started", time.perf_counter())) * 1000
+            # Path only: query strings can carry tokens, and bodies are never logged.
+            access_log.info(
+                '%s "%s %s" %s %.1fms principal=%s', request_id, request.method, request.path,
+                response.status_code, elapsed, getattr(g, "principal", None) or "-",
+            )
+        return response
+
+
+def _install_error_handlers(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Any:
+        if exc.status >= 500:
+            log.error("%s: %s %s -> %s: %s", getattr(g, "request_id", "-"), request.method, request.path,
+                      exc.status, exc.message)
+        return jsonify(exc.body()), exc.status, exc.headers
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        headers: dict[str, str] = {}
+        message = exc.description or exc.name
+        if status == 404:
+            message = f"no route for {request.method} {request.path}"
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+            message = f"method {request.method} is not allowed on {request.path}; allowed: {headers['Allow']}"
+        body = error_body(message, type=default_type(status), code=exc.name.lower().replace(" ", "_"))
+        return jsonify(body), status, headers
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Any:
+        log.exception("%s: unhandled error in %s %s", getattr(g, "request_id", "-"), request.method, request.path)
+        body = error_body(
+            f"internal server error (request id {getattr(g, 'request_id', '-')})", type="server_error",
+            code="internal_error",
+        )
+        return jsonify(body), 500
+
+
+def _install_lifecycle(app: Quart, kernel: Kernel) -> None:
+    @app.before_serving
+    async def start() -> None:
+        try:
+            await kernel.start()
+            for plugin_name, impl in per_plugin(kernel.pm, "startup"):
+                try:
+                    result = impl(kernel=kernel)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    raise RuntimeError(f"plugin {plugin_name!r} failed to start: {exc}") from exc
+        except BaseException:
+            # A failed start never reaches after_serving: close what did open, or the
+            # store's worker thread keeps the process alive after the error is shown.
+            try:
+                await kernel.stop()
+            except Exception:
+                log.exception("cleanup after a failed start failed")
+            raise
+
+    @app.after_serving
+    async def stop() -> None:
+        # Runs drain first so plugins still have their services while streams finish.
+        await kernel.runs.drain(kernel.grace_remaining())
+        for plugin_name, impl in reversed(per_plugin(kernel.pm, "shutdown")):
+            try:
+                result = impl(kernel=kernel)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %r failed to shut down", plugin_name)
+        await kernel.stop()

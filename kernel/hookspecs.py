@@ -1,0 +1,104 @@
+"""Every hook the kernel calls, grouped by phase.
+
+pluggy is synchronous, so hooks compose the application at startup; request-time
+work happens in Quart views and the kernel's async services. Implement a hook with
+``@kernel.hookimpl`` in a module listed under the ``kernel.plugins`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from pydantic import BaseModel
+    from quart import Blueprint
+
+    from kernel.providers import ProviderKind
+    from kernel.runtime import Kernel
+
+hookspec = pluggy.HookspecMarker("kernel")
+
+# --------------------------------------------------------------------------- configuration
+
+
+@hookspec
+def register_settings() -> type[BaseModel] | None:
+    """Return the pydantic model for this plugin's ``[plugins.NAME]`` options.
+
+    Called once per plugin while plugins.toml is validated, before the app exists.
+    The kernel strips ``enabled`` and validates the rest of the table against the
+    model (unknown keys are errors, so give the model ``extra="forbid"``). The
+    validated instance is passed to :func:`register_routes` and is available as
+    ``kernel.plugin_settings(NAME)``. Return ``None`` when the plugin has no options.
+    """
+
+
+# --------------------------------------------------------------------------- composition
+
+
+@hookspec
+def register_providers() -> list[ProviderKind] | None:
+    """Return the model provider kinds this plugin adds.
+
+    Called once at startup. Each :class:`kernel.providers.ProviderKind` names a kind
+    (``echo``, ``openai_upstream`` ...), the pydantic model for a ``[providers.NAME]``
+    table of that kind, and a factory building a :class:`kernel.types.Provider`.
+    """
+
+
+@hookspec
+def register_routes(kernel: Kernel, settings: BaseModel | None) -> list[Blueprint] | None:
+    """Return the Quart blueprints this plugin serves.
+
+    Called once per plugin while the app is built, with the plugin's own validated
+    settings (``None`` when it registered none). Views are public only when wrapped
+    with :func:`kernel.auth.public`; everything else requires the gateway secret.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``kernel`` command-line group.
+
+    Called when the CLI starts, for every *enabled* plugin. Use ``@cli.command()``.
+    """
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@hookspec
+def startup(kernel: Kernel) -> Awaitable[None] | None:
+    """Called after the app is built, before the first request is served.
+
+    Return an awaitable (e.g. a coroutine) to run async setup; the kernel awaits each
+    plugin's in registration order. Raising stops the server with the error.
+    """
+
+
+@hookspec
+def shutdown(kernel: Kernel) -> Awaitable[None] | None:
+    """Called once when the server stops, after open streams drained or were cancelled.
+
+    Return an awaitable for async cleanup; awaited in reverse registration order.
+    """
+
+
+# --------------------------------------------------------------------------- feature hooks
+
+
+@hookspec
+def transform_hook_payload(
+    hook_name: str, payload: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any] | None:
+    """Rewrite or drop an incoming webhook payload (called by the ``hooks`` plugin).
+
+    Called for every request to a mapped hook, in plugin registration order, each
+    implementation receiving the previous one's result. Return the payload (changed
+    or not) to continue, or ``None`` to drop the request (the hook answers 204).
+    ``headers`` never contains ``authorization`` or ``cookie``.
+    """

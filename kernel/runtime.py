@@ -1,0 +1,150 @@
+"""The kernel's runtime state, handed to every plugin: settings, agents, providers,
+sessions, runs, storage, auth and the plugin manager."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from kernel.agents import Agent, AgentTable
+from kernel.auth import Authenticator
+from kernel.config import Settings, format_validation_error
+from kernel.errors import ConfigError
+from kernel.plugins import LoadedPlugins, PluginRecord, per_plugin
+from kernel.providers import ProviderKind
+from kernel.runs import RunRegistry
+from kernel.sessions import SessionStore
+from kernel.store import Store
+from kernel.types import Provider
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+log = logging.getLogger("kernel")
+
+DB_FILE = "kernel.sqlite3"
+
+
+class Kernel:
+    """Everything a plugin may use at request time. One per app."""
+
+    def __init__(self, settings: Settings, loaded: LoadedPlugins) -> None:
+        self.settings = settings
+        self.state_dir: Path = settings.state_dir
+        self.pm: pluggy.PluginManager = loaded.pm
+        self.plugins: dict[str, PluginRecord] = loaded.records
+        self._plugin_settings = loaded.settings
+        self.auth = Authenticator(settings.kernel.auth, self.state_dir)
+        self.store = Store(self.state_dir / DB_FILE)
+        self.sessions = SessionStore(self.store)
+        self.runs = RunRegistry(self)
+        self.provider_kinds = self._collect_provider_kinds()
+        self.providers: dict[str, Provider] = self._build_providers()
+        self.agents = self._build_agents()
+        self.app: Quart | None = None
+        self._shutdown_deadline: float | None = None
+
+    # ------------------------------------------------------------------ lookups
+
+    def plugin_settings(self, name: str) -> BaseModel | None:
+        """A plugin's validated ``[plugins.NAME]`` settings (None if it has no model)."""
+        return self._plugin_settings.get(name)
+
+    def provider_for(self, agent: Agent) -> Provider:
+        """The provider instance an agent uses."""
+        return self.providers[agent.provider]
+
+    # ------------------------------------------------------------------ building
+
+    def _collect_provider_kinds(self) -> dict[str, ProviderKind]:
+        kinds: dict[str, ProviderKind] = {}
+        for plugin_name, impl in per_plugin(self.pm, "register_providers"):
+            for kind in impl() or []:
+                if kind.kind in kinds:
+                    raise ConfigError(f"provider kind {kind.kind!r} is registered by two plugins")
+                kinds[kind.kind] = kind
+                self.plugins[plugin_name].providers.append(kind.kind)
+        return kinds
+
+    def _build_providers(self) -> dict[str, Provider]:
+        path = self.settings.path
+        providers: dict[str, Provider] = {}
+        tables: dict[str, dict[str, Any]] = dict(self.settings.providers)
+        # An agent may name a provider kind directly; it gets an instance with defaults.
+        for agent in self.settings.agents.values():
+            if agent.provider not in tables and agent.provider in self.provider_kinds:
+                tables[agent.provider] = {"kind": agent.provider}
+        for name, table in tables.items():
+            options = dict(table)
+            kind_name = options.pop("kind", name)
+            kind = self.provider_kinds.get(kind_name)
+            if kind is None:
+                raise ConfigError(
+                    f"{path}: [providers.{name}] kind = {kind_name!r} is not a provider kind of any "
+                    f"enabled plugin; available kinds: {', '.join(sorted(self.provider_kinds)) or '(none)'}"
+                )
+            try:
+                opts = kind.settings_model.model_validate(options)
+            except ValidationError as exc:
+                raise ConfigError(
+                    format_validation_error(exc, path, model=kind.settings_model, table=f"providers.{name}")
+                ) from None
+            providers[name] = kind.factory(name, opts, self)
+        return providers
+
+    def _build_agents(self) -> AgentTable:
+        path = self.settings.path
+        agents: dict[str, Agent] = {}
+        for name, cfg in self.settings.agents.items():
+            if cfg.provider not in self.providers:
+                raise ConfigError(
+                    f"{path}: [agents.{name}] provider = {cfg.provider!r} is neither a [providers] table "
+                    f"nor a provider kind; available: "
+                    f"{', '.join(sorted(set(self.providers) | set(self.provider_kinds))) or '(none)'}"
+                )
+            agents[name] = Agent(
+                name=name, provider=cfg.provider, model=cfg.model, instructions=cfg.instructions,
+                description=cfg.description, options=dict(cfg.options),
+            )
+        return AgentTable(agents, self.settings.kernel.default_agent)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def begin_shutdown(self) -> None:
+        """Start the shutdown grace period now (the server calls this on SIGINT/SIGTERM).
+
+        The server first lets open requests finish, then the kernel drains runs; both
+        share this one deadline so shutdown takes at most one grace period.
+        """
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + self.settings.kernel.shutdown_grace_seconds
+
+    def grace_remaining(self) -> float:
+        """Seconds left for runs to finish: the whole grace period unless shutdown began."""
+        if self._shutdown_deadline is None:
+            return self.settings.kernel.shutdown_grace_seconds
+        return max(0.0, self._shutdown_deadline - time.monotonic())
+
+    async def start(self) -> None:
+        """Open storage and start providers (plugin startup hooks run after this)."""
+        await self.store.open()
+        await self.sessions.open()
+        for provider in self.providers.values():
+            start = getattr(provider, "start", None)
+            if start is not None:
+                await start()
+
+    async def stop(self) -> None:
+        """Drain runs, close providers and storage."""
+        await self.runs.drain(self.grace_remaining())
+        for name, provider in self.providers.items():
+            try:
+                await provider.aclose()
+            except Exception:
+                log.exception("provider %r failed to close", name)
+        await self.store.close()

@@ -1,0 +1,92 @@
+"""Serve the app with Hypercorn: bind, refuse unsafe binds, shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+from quart import Quart
+
+from kernel.app import get_kernel
+from kernel.auth import is_loopback_host
+
+log = logging.getLogger("kernel")
+
+
+class UnsafeBindError(Exception):
+    """Binding a non-loopback address without a configured secret."""
+
+
+def check_bind(app: Quart, host: str) -> None:
+    """Refuse to expose the gateway beyond this machine without a configured secret."""
+    kernel = get_kernel(app)
+    if not is_loopback_host(host) and not kernel.auth.has_configured_secret:
+        raise UnsafeBindError(
+            f"refusing to bind {host}: it is not a loopback address and no auth secret is "
+            f"configured; set [kernel.auth] token = \"${{KERNEL_TOKEN}}\" in {kernel.settings.path}"
+        )
+
+
+def hypercorn_config(host: str, port: int, grace: float) -> HypercornConfig:
+    cfg = HypercornConfig()
+    cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    cfg.graceful_timeout = grace
+    cfg.accesslog = None  # the kernel writes its own access line (with request ids, no secrets)
+    # A Logger (not the default "-") so Hypercorn's messages go through logging once,
+    # formatted like the kernel's, instead of through a second stderr handler.
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    cfg.keep_alive_timeout = 75
+    return cfg
+
+
+def announce_token(app: Quart, host: str, port: int) -> None:
+    """Print a freshly generated token once, with a ready-to-paste curl command."""
+    kernel = get_kernel(app)
+    if kernel.auth.generated:
+        token = kernel.auth.main_secret
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"Generated an access token (saved to {kernel.state_dir / 'token'}, mode 0600):\n"
+            f"  {token}\n"
+            f"Try it:\n"
+            f"  curl -H 'Authorization: Bearer {token}' http://{shown}:{port}/-/plugins\n",
+            flush=True,
+        )
+
+
+def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Python < 3.12.1 logs a cancelled connection task at shutdown as an ERROR with a
+    # traceback (CPython gh-113538); a connection cancelled at shutdown is not an error.
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        log.debug("ignored at shutdown: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
+
+
+async def serve(app: Quart, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM, then drain: streams get the grace period to finish."""
+    check_bind(app, host)
+    kernel = get_kernel(app)
+    grace = kernel.settings.kernel.shutdown_grace_seconds
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_cancelled)
+
+    def on_signal() -> None:
+        kernel.begin_shutdown()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    announce_token(app, host, port)
+    log.info("serving on http://%s:%s (plugins: %s)", host, port,
+             ", ".join(sorted(n for n, r in kernel.plugins.items() if r.enabled)) or "none")
+    await hypercorn_serve(app, hypercorn_config(host, port, grace), shutdown_trigger=stop.wait)
+    log.info("stopped")

@@ -1,0 +1,132 @@
+"""A pytest plugin for the kernel and its plugins (registered via the ``pytest11`` entry point).
+
+Fixtures:
+
+* ``make_app(config=None, *, extra_plugins=None)``: build an app from a config dict
+  (merged over a test default: echo agent ``main``, token ``TEST_TOKEN``, state under
+  ``tmp_path``). Only the plugins the config enables are loaded.
+* ``live_server(app)``: serve an app with a real Hypercorn on a free loopback port in
+  a background thread; a context manager yielding the base URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from quart import Quart
+
+TEST_TOKEN = "test-token-0123456789"
+AUTH_HEADERS = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+def default_config(state_dir: Path) -> dict[str, Any]:
+    """The config every test starts from: echo agent, fixed token, private state dir."""
+    return {
+        "kernel": {"state_dir": str(state_dir), "auth": {"token": TEST_TOKEN}, "access_log": False},
+        "agents": {"main": {"provider": "echo"}},
+        "plugins": {"echo": {"enabled": True}},
+    }
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (tables merge, values replace)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def build_app(config: dict[str, Any], path: Path, *, extra_plugins: dict[str, object] | None = None) -> Quart:
+    """Validate ``config`` as if read from ``path`` and build the app."""
+    from kernel.app import create_app
+    from kernel.config import settings_from_dict
+
+    return create_app(settings_from_dict(config, path), extra_plugins=extra_plugins)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(app: Quart, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run ``app`` under a real Hypercorn in a thread; yield ``http://host:port``."""
+    from hypercorn.asyncio import serve
+
+    from kernel.serve import hypercorn_config
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    stop: asyncio.Event | None = None
+    failure: list[BaseException] = []
+
+    async def main() -> None:
+        nonlocal stop
+        stop = asyncio.Event()
+        grace = app.extensions["kernel"].settings.kernel.shutdown_grace_seconds
+        await serve(app, hypercorn_config(host, port, min(grace, 2.0)), shutdown_trigger=stop.wait)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"hypercorn-{port}", daemon=True)
+    thread.start()
+    base = f"http://{host}:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        if failure:
+            raise RuntimeError(f"server failed to start: {failure[0]!r}") from failure[0]
+        try:
+            if httpx.get(f"{base}/-/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not become healthy within 20s")
+        time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        if stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Quart]:
+    """Factory: ``make_app({"plugins": {"openresponses": {"enabled": True}}})``."""
+
+    def factory(config: dict[str, Any] | None = None, *, extra_plugins: dict[str, object] | None = None,
+                replace: bool = False) -> Quart:
+        base = default_config(tmp_path / "state")
+        full = (config or {}) if replace else merge(base, config or {})
+        return build_app(full, tmp_path / "plugins.toml", extra_plugins=extra_plugins)
+
+    return factory
+
+
+@pytest.fixture
+def live_server() -> Callable[[Quart], Any]:
+    """``with live_server(app) as base_url: ...``: a real Hypercorn on loopback."""
+    return serve_in_thread

@@ -1,0 +1,379 @@
+"""The neutral run seam: turns in, run events out.
+
+Endpoint plugins translate their wire format into a :class:`Turn`; provider plugins
+turn a :class:`Turn` into a stream of :data:`RunEvent` values. Neither side knows the
+other's protocol. Everything here is a plain dataclass so providers and endpoints can
+build and inspect values cheaply; pydantic stays at the HTTP edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------- parts
+
+
+@dataclass(slots=True)
+class TextPart:
+    """Plain text inside a message."""
+
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(slots=True)
+class ImagePart:
+    """An image the user supplied.
+
+    ``url`` is either a ``data:`` URL (already size- and type-checked by the endpoint)
+    or an https URL that passed the kernel's fetch guard. Providers that cannot see
+    images must render :meth:`placeholder` instead of failing.
+    """
+
+    url: str
+    media_type: str | None = None
+    detail: str = "auto"
+    type: Literal["image"] = "image"
+
+    def placeholder(self) -> str:
+        """Text a provider without vision shows the model in place of the image."""
+        kind = self.media_type or "image"
+        return f"[image omitted: this model cannot see images ({kind})]"
+
+
+@dataclass(slots=True)
+class FilePart:
+    """A file the user supplied, already reduced to its extracted text."""
+
+    filename: str
+    media_type: str
+    text: str
+    type: Literal["file"] = "file"
+
+    def as_text(self) -> str:
+        """The file as the model should read it, delimited from the prompt."""
+        return f'<file name="{self.filename}" type="{self.media_type}">\n{self.text}\n</file>'
+
+
+Part = TextPart | ImagePart | FilePart
+
+# --------------------------------------------------------------------------- items
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(slots=True)
+class Message:
+    """One message. ``system`` messages inside history are session events (e.g. a
+    webhook's wake text); the turn's main instructions live in :attr:`Turn.system`."""
+
+    role: Role
+    parts: list[Part]
+    id: str | None = None
+    phase: str | None = None
+    type: Literal["message"] = "message"
+
+    @property
+    def text(self) -> str:
+        """The text parts joined; files are included in their delimited form."""
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, TextPart):
+                out.append(part.text)
+            elif isinstance(part, FilePart):
+                out.append(part.as_text())
+        return "".join(out)
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A function call the model made; ``arguments`` is a JSON string."""
+
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+    type: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """The client's answer to a :class:`ToolCall`."""
+
+    call_id: str
+    output: str
+    type: Literal["tool_result"] = "tool_result"
+
+
+@dataclass(slots=True)
+class Reasoning:
+    """Model reasoning, carried through so a follow-up turn can send it back."""
+
+    text: str = ""
+    summary: list[str] = field(default_factory=list)
+    encrypted_content: str | None = None
+    id: str | None = None
+    type: Literal["reasoning"] = "reasoning"
+
+
+Item = Message | ToolCall | ToolResult | Reasoning
+
+# --------------------------------------------------------------------------- tools
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """A client-side function tool the model may call."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    description: str | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    """How tools may be used, enforced by the kernel (not merely hinted).
+
+    * ``mode``: ``none`` offers no tools, ``auto`` lets the model decide, ``required``
+      forces at least one call.
+    * ``function``: a named function the model must call (implies ``required``).
+    * ``allowed``: a hard allow-list; calls outside it are suppressed.
+    """
+
+    mode: Literal["none", "auto", "required"] = "auto"
+    function: str | None = None
+    allowed: list[str] | None = None
+
+    @property
+    def forced(self) -> bool:
+        """True when the model must call a tool."""
+        return self.mode == "required" or self.function is not None
+
+    def permits(self, name: str) -> bool:
+        """Whether a call to ``name`` may be returned to the client."""
+        if self.mode == "none":
+            return False
+        if self.function is not None:
+            return name == self.function
+        return self.allowed is None or name in self.allowed
+
+
+@dataclass(slots=True)
+class Limits:
+    """Sampling and length limits; ``None`` means the provider's default."""
+
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    max_tool_calls: int | None = None
+    parallel_tool_calls: bool = True
+
+
+# --------------------------------------------------------------------------- turn
+
+
+@dataclass(slots=True)
+class Turn:
+    """One agent run's input, independent of any wire protocol.
+
+    ``history`` is what came before (session transcript first, then earlier items
+    the client sent); ``input`` is the current input: the newest user or tool items.
+    The kernel prepends the session transcript to ``history`` before the provider
+    sees the turn.
+    """
+
+    agent: str
+    input: list[Item]
+    history: list[Item] = field(default_factory=list)
+    system: str = ""
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    limits: Limits = field(default_factory=Limits)
+    # {"type": "json_schema", "name": str, "schema": dict, "strict": bool} or
+    # {"type": "json_object"}; None for free text.
+    response_format: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    session_key: str | None = None
+    user: str | None = None
+    # Provider-side model override (e.g. the upstream model name); None uses the agent's.
+    model: str | None = None
+    # Which endpoint created the turn ("responses", "chat", "hooks"); for logs only.
+    surface: str = ""
+
+    def conversation(self) -> list[Item]:
+        """History followed by the current input: everything the model should see."""
+        return [*self.history, *self.input]
+
+    def offered_tools(self) -> list[ToolSpec]:
+        """The tools the provider may offer the model, after ``tool_choice`` narrowing."""
+        choice = self.tool_choice
+        if choice.mode == "none":
+            return []
+        return [t for t in self.tools if choice.permits(t.name)]
+
+    def forced_tools(self) -> list[ToolSpec]:
+        """The tools one of which must be called, or ``[]`` when no call is forced."""
+        return self.offered_tools() if self.tool_choice.forced else []
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(slots=True)
+class TextDelta:
+    """A piece of assistant text."""
+
+    text: str
+    kind: Literal["text_delta"] = "text_delta"
+
+
+@dataclass(slots=True)
+class ReasoningDelta:
+    """A piece of model reasoning."""
+
+    text: str
+    kind: Literal["reasoning_delta"] = "reasoning_delta"
+
+
+@dataclass(slots=True)
+class ToolCallStart:
+    """A tool call begins; ``index`` identifies it among this run's calls."""
+
+    index: int
+    call_id: str
+    name: str
+    kind: Literal["tool_call_start"] = "tool_call_start"
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of a tool call's JSON arguments."""
+
+    index: int
+    arguments: str
+    kind: Literal["tool_call_delta"] = "tool_call_delta"
+
+
+@dataclass(slots=True)
+class ToolCallDone:
+    """A tool call is complete; ``arguments`` is the whole JSON string."""
+
+    index: int
+    call_id: str
+    name: str
+    arguments: str
+    kind: Literal["tool_call_done"] = "tool_call_done"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts; a provider may send it once, near the end."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    kind: Literal["usage"] = "usage"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled"]
+
+
+@dataclass(slots=True)
+class Finished:
+    """The run ended normally. Always the last event of a successful run."""
+
+    reason: FinishReason = "stop"
+    kind: Literal["finished"] = "finished"
+
+
+@dataclass(slots=True)
+class RunError:
+    """What went wrong, in terms an endpoint can map to its wire format.
+
+    ``status`` is the HTTP status an endpoint should answer with when nothing has been
+    streamed yet: 500 for a provider fault, 502 for an upstream fault, 504 for a
+    timeout, 429 when the provider is saturated (with ``retry_after`` seconds), a 4xx
+    when the upstream rejected the request.
+    """
+
+    message: str
+    code: str = "server_error"
+    type: str = "server_error"
+    status: int = 500
+    retry_after: float | None = None
+    param: str | None = None
+
+
+@dataclass(slots=True)
+class Failed:
+    """The run ended with an error. Always the last event of a failed run."""
+
+    error: RunError
+    kind: Literal["failed"] = "failed"
+
+
+RunEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallDone | Usage | Finished | Failed
+TERMINAL_KINDS = frozenset({"finished", "failed"})
+
+
+class ProviderError(Exception):
+    """Raise from a provider to fail the run with a specific :class:`RunError`."""
+
+    def __init__(self, error: RunError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+# --------------------------------------------------------------------------- providers
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model backend. One instance per ``[providers.NAME]`` table (or per kind).
+
+    ``stream`` yields run events for one turn and must end with :class:`Finished` or
+    :class:`Failed` (the kernel adds ``Finished`` if a provider simply returns, and
+    turns an exception into ``Failed``). Cancellation arrives as
+    ``asyncio.CancelledError`` inside ``stream``; a provider must stop its work then.
+    """
+
+    name: str
+    accepts_images: bool
+
+    def stream(self, turn: Turn) -> AsyncIterator[RunEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- codecs
+
+_PART_TYPES: dict[str, type] = {"text": TextPart, "image": ImagePart, "file": FilePart}
+_ITEM_TYPES: dict[str, type] = {
+    "message": Message,
+    "tool_call": ToolCall,
+    "tool_result": ToolResult,
+    "reasoning": Reasoning,
+}
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    """Serialise an item (for session transcripts and stores)."""
+    return asdict(item)
+
+
+def item_from_dict(data: dict[str, Any]) -> Item:
+    """Inverse of :func:`item_to_dict`."""
+    data = dict(data)
+    cls = _ITEM_TYPES[data.pop("type")]
+    if cls is Message:
+        data["parts"] = [_PART_TYPES[p.pop("type")](**p) for p in (dict(p) for p in data["parts"])]
+    return cls(**data)

@@ -1,0 +1,161 @@
+"""The Blueprint: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/<id>``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from quart import Blueprint, Response, g, request
+
+from kernel import ApiError, Failed, Finished, RunError, RunEvent
+from kernel.agents import MODEL_PREFIXES
+from kernel.http import read_json
+from kernel.media import MediaLoader
+from kernel.sessions import validate_session_key
+from kernel.streaming import sse_response
+from plugins.chat_completions.encode import CANCELLED, ChunkEncoder, completion_body, completion_id
+from plugins.chat_completions.fields import opt
+from plugins.chat_completions.request import parse_request
+from plugins.chat_completions.settings import ChatCompletionsSettings
+
+if TYPE_CHECKING:
+    from kernel.runs import Run
+    from kernel.runtime import Kernel
+
+SURFACE = "chat"
+OWNED_BY = "agentkernel"
+
+
+def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
+    """Build the plugin's routes around one kernel."""
+    bp = Blueprint("chat_completions", __name__)
+    listed_at = int(time.time())
+
+    @bp.post("/v1/chat/completions")
+    async def create_chat_completion() -> Any:
+        body = await read_json(settings.max_body_bytes)
+        model = opt(body, "model", str)
+        agent = kernel.agents.resolve(model, request.headers)
+        parsed = await parse_request(body, agent=agent.name, media=MediaLoader(settings.media))
+        turn = parsed.turn
+        turn.session_key = session_key(request.headers, agent.name, turn.user)
+        if model and not _names_agent(kernel, model):
+            # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
+            turn.model = model
+        run = kernel.runs.start(turn, background=False, principal=g.principal,
+                                timeout=settings.run_timeout_seconds)
+        cid = completion_id(run.id)
+        created = int(run.created_at)
+        echoed = model or f"agent:{agent.name}"
+        if not parsed.stream:
+            result = await _wait(run)
+            if result.status == "failed" and result.error is not None:
+                raise run_error(result.error)
+            if result.status == "cancelled":
+                raise run_error(CANCELLED)
+            payload = completion_body(cid=cid, created=created, model=echoed, result=result,
+                                      expose_reasoning=settings.expose_reasoning)
+            return Response(json.dumps(payload, separators=(",", ":")), mimetype="application/json")
+
+        events = run.events()
+        first = await _first_event(run, events)
+        encoder = ChunkEncoder(cid=cid, created=created, model=echoed, include_usage=parsed.include_usage,
+                               expose_reasoning=settings.expose_reasoning)
+        return sse_response(_chunks(first, events, encoder), on_disconnect=run.cancel)
+
+    @bp.get("/v1/models")
+    async def list_models() -> Any:
+        data = [model_object(name, listed_at) for name in sorted(kernel.agents.agents)]
+        return {"object": "list", "data": data}
+
+    @bp.get("/v1/models/<path:model_id>")
+    async def retrieve_model(model_id: str) -> Any:
+        name = agent_name_of(model_id)
+        if name not in kernel.agents:
+            known = ", ".join(f"agent:{n}" for n in sorted(kernel.agents.agents)) or "(none)"
+            raise ApiError(404, f"The model {model_id!r} does not exist; available models: {known}",
+                           param="model", code="model_not_found")
+        return model_object(name, listed_at)
+
+    return bp
+
+
+def model_object(agent: str, created: int) -> dict[str, Any]:
+    """One agent in OpenAI's model shape."""
+    return {"id": f"agent:{agent}", "object": "model", "created": created, "owned_by": OWNED_BY}
+
+
+def agent_name_of(model_id: str) -> str:
+    """``agent:main`` (or a legacy prefix, or the bare name) -> ``main``."""
+    for prefix in MODEL_PREFIXES:
+        if model_id.startswith(prefix):
+            return model_id[len(prefix):]
+    return model_id
+
+
+def session_key(headers: Mapping[str, str], agent: str, user: str | None) -> str | None:
+    """``x-session-key``; else a per-user key when ``user`` is set; else no session (nothing kept)."""
+    given = headers.get("x-session-key")
+    if given is not None:
+        return validate_session_key(given)
+    if user:
+        return validate_session_key(f"agent:{agent}:{SURFACE}-user:{user}", param="user")
+    return None
+
+
+def run_error(error: RunError) -> ApiError:
+    """A run that failed before anything was streamed, as an HTTP error."""
+    headers = None
+    if error.status == 429:
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after or 1)))}
+    return ApiError(error.status, error.message, type=error.type, param=error.param, code=error.code,
+                    headers=headers)
+
+
+def _names_agent(kernel: Kernel, model: str) -> bool:
+    return model.startswith(MODEL_PREFIXES) or model in kernel.agents
+
+
+async def _wait(run: Run) -> Any:
+    try:
+        return await run.wait()
+    except asyncio.CancelledError:
+        # Quart cancels the view when the client disconnects: the run goes with it.
+        run.cancel()
+        raise
+
+
+async def _first_event(run: Run, events: AsyncIterator[RunEvent]) -> RunEvent:
+    """Wait for the run's first event so an early failure can still be an HTTP status."""
+    try:
+        first = await anext(events)
+    except asyncio.CancelledError:
+        run.cancel()
+        await events.aclose()  # type: ignore[attr-defined]
+        raise
+    if isinstance(first, Failed):
+        raise run_error(first.error)
+    if isinstance(first, Finished) and first.reason == "cancelled":
+        raise run_error(CANCELLED)
+    return first
+
+
+async def _chunks(first: RunEvent, events: AsyncIterator[RunEvent], encoder: ChunkEncoder) -> AsyncIterator[bytes]:
+    try:
+        data = encoder.encode(first)
+        if data:
+            yield data
+        if encoder.done:
+            return
+        async for ev in events:
+            data = encoder.encode(ev)
+            if data:
+                yield data
+            if encoder.done:
+                return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

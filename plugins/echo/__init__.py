@@ -1,0 +1,1 @@
+"""The ``echo`` provider: deterministic answers for tests and smoke checks."""

@@ -1,0 +1,145 @@
+"""The echo provider: streams the last user text back word by word."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kernel import (
+    FilePart,
+    Finished,
+    ImagePart,
+    Item,
+    Message,
+    ProviderError,
+    Reasoning,
+    ReasoningDelta,
+    RunError,
+    RunEvent,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolCallStart,
+    ToolResult,
+    Turn,
+    Usage,
+)
+from plugins.echo.schema_instance import instance_for
+
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+class EchoOptions(BaseModel):
+    """``[providers.NAME] kind = "echo"`` options; all default to plain echoing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "last_user": echo the newest user (or tool) text. "transcript": echo everything
+    # the model sees, one line per item, so tests can check a turn's full view.
+    mode: Literal["last_user", "transcript"] = "last_user"
+    # Seconds to wait before each word (lets tests cancel or disconnect mid-run).
+    delay_seconds: float = Field(0.0, ge=0, le=60)
+    # Fail the run after this many words (tests of mid-stream failure).
+    fail_after_words: int | None = Field(None, ge=0)
+    # Emit a reasoning delta before answering.
+    reasoning: bool = False
+    accepts_images: bool = False
+
+
+def render_item(item: Item, accepts_images: bool) -> str:
+    """One line of the transcript view."""
+    if isinstance(item, Message):
+        parts = []
+        for part in item.parts:
+            if isinstance(part, TextPart):
+                parts.append(part.text)
+            elif isinstance(part, FilePart):
+                parts.append(part.as_text())
+            elif isinstance(part, ImagePart):
+                parts.append(f"[image {part.media_type or part.url[:32]}]" if accepts_images else part.placeholder())
+        return f"{item.role}: {' '.join(parts)}"
+    if isinstance(item, ToolCall):
+        return f"tool_call {item.name}({item.arguments}) [{item.call_id}]"
+    if isinstance(item, ToolResult):
+        return f"tool_result [{item.call_id}]: {item.output}"
+    if isinstance(item, Reasoning):
+        return f"reasoning: {item.text or ' '.join(item.summary)}"
+    return str(item)
+
+
+def last_text(turn: Turn, accepts_images: bool) -> str:
+    """The newest user text, or the newest tool result's output."""
+    for item in reversed(turn.conversation()):
+        if isinstance(item, Message) and item.role == "user":
+            return render_item(item, accepts_images).removeprefix("user: ")
+        if isinstance(item, ToolResult):
+            return item.output
+    return ""
+
+
+class EchoProvider:
+    """Deterministic: the same turn always yields the same events."""
+
+    def __init__(self, name: str, options: EchoOptions) -> None:
+        self.name = name
+        self.options = options
+        self.accepts_images = options.accepts_images
+        self.turns_seen = 0
+
+    async def aclose(self) -> None:
+        return None
+
+    def answer_text(self, turn: Turn) -> str:
+        if self.options.mode == "transcript":
+            lines = [f"system: {turn.system}"] if turn.system else []
+            lines += [render_item(i, self.accepts_images) for i in turn.conversation()]
+            return "\n".join(lines)
+        return last_text(turn, self.accepts_images)
+
+    async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
+        self.turns_seen += 1
+        text = self.answer_text(turn)
+        input_tokens = sum(len(render_item(i, False).split()) for i in turn.conversation())
+        input_tokens += len(turn.system.split())
+        if self.options.reasoning:
+            yield ReasoningDelta(f"The user said {len(text.split())} words.")
+        forced = turn.forced_tools()
+        if forced:
+            calls = forced if turn.limits.parallel_tool_calls else forced[:1]
+            for index, tool in enumerate(calls):
+                args = json.dumps(instance_for(tool.parameters, text))
+                call_id = f"call_echo_{self.turns_seen}_{index}"
+                yield ToolCallStart(index=index, call_id=call_id, name=tool.name)
+                for piece in (args[: len(args) // 2], args[len(args) // 2:]):
+                    if piece:
+                        yield ToolCallDelta(index=index, arguments=piece)
+                yield ToolCallDone(index=index, call_id=call_id, name=tool.name, arguments=args)
+            yield Usage(input_tokens=input_tokens, output_tokens=len(calls))
+            yield Finished(reason="tool_calls")
+            return
+        limit = turn.limits.max_output_tokens
+        words = _WORD.findall(text)
+        emitted = 0
+        for word in words:
+            if limit is not None and emitted >= limit:
+                yield Usage(input_tokens=input_tokens, output_tokens=emitted)
+                yield Finished(reason="length")
+                return
+            if self.options.fail_after_words is not None and emitted >= self.options.fail_after_words:
+                raise ProviderError(RunError(
+                    f"echo provider {self.name!r} failed after {emitted} words (fail_after_words)",
+                    code="provider_error", status=500,
+                ))
+            if self.options.delay_seconds:
+                await asyncio.sleep(self.options.delay_seconds)
+            yield TextDelta(word)
+            emitted += 1
+        yield Usage(input_tokens=input_tokens, output_tokens=emitted)
+        yield Finished(reason="stop")

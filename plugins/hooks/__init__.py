@@ -1,0 +1,1 @@
+"""The ``hooks`` plugin: webhooks that wake the main session or start agent runs."""

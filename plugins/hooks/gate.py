@@ -1,0 +1,121 @@
+"""What every hook request passes before anything runs: its own secret, and a bounded body.
+
+The hook token is separate from the gateway's secret (the views are ``kernel.public``).
+It travels in ``Authorization: Bearer`` or ``X-Hook-Token``; senders that cannot set
+headers but can sign (GitHub) may instead send ``X-Hub-Signature-256``, an HMAC-SHA256
+of the body keyed with the token. A token in the URL is refused outright: URLs end up
+in access logs, proxies and browser history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from quart import request
+
+from kernel.auth import bearer_token, constant_time_equals
+from kernel.errors import ApiError
+from kernel.http import read_body
+
+TOKEN_HEADER = "x-hook-token"
+SIGNATURE_HEADER = "x-hub-signature-256"
+# Query parameters that look like someone put a secret in the URL.
+QUERY_TOKEN_NAMES = frozenset({
+    "token", "hook_token", "hooktoken", "x-hook-token", "access_token", "api_key", "apikey", "secret",
+    "authorization",
+})
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, code="invalid_hook_token", headers={"WWW-Authenticate": 'Bearer realm="hooks"'})
+
+
+def reject_token_in_query(args: Mapping[str, str]) -> None:
+    """400 when the query string carries something named like a token."""
+    for name in args:
+        if name.lower() in QUERY_TOKEN_NAMES:
+            raise ApiError(
+                400,
+                f"do not send the hook token in the URL (query parameter {name!r}): URLs are logged. "
+                "Send it in a header instead: 'Authorization: Bearer <token>' or 'X-Hook-Token: <token>'",
+                param=name, code="token_in_query",
+            )
+
+
+def given_token(headers: Mapping[str, str]) -> str | None:
+    """The secret from ``X-Hook-Token`` or ``Authorization: Bearer`` (in that order)."""
+    value = headers.get(TOKEN_HEADER)
+    if value is not None and value.strip():
+        return value.strip()
+    return bearer_token(headers.get("authorization"))
+
+
+def signature_for(token: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub would send for ``body``."""
+    return "sha256=" + hmac.new(token.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+async def authenticate(token: str, *, max_body_bytes: int, allow_signature: bool = True) -> bytes | None:
+    """Check the request's secret; return the body if checking it meant reading it.
+
+    Raises 401 (missing or wrong secret) before the body is read whenever a header
+    token was sent; a signed request's body is read (bounded) to verify it.
+    """
+    reject_token_in_query(request.args)
+    given = given_token(request.headers)
+    if given is not None:
+        if constant_time_equals(given, token):
+            return None
+        raise _unauthorized("invalid hook token")
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if allow_signature and signature:
+        body = await read_body(max_body_bytes)
+        if constant_time_equals(signature.strip(), signature_for(token, body)):
+            return body
+        raise _unauthorized(f"{SIGNATURE_HEADER} does not match the body signed with the hook token")
+    raise _unauthorized(
+        "missing hook token; send 'Authorization: Bearer <token>' or 'X-Hook-Token: <token>'"
+    )
+
+
+async def discard_body(max_bytes: int) -> None:
+    """Read and drop an unread body (up to ``max_bytes``) before an early error answer.
+
+    Answering while the client is still sending makes the server close the connection,
+    which a keep-alive client then sees as a broken connection on its next request.
+    """
+    size = 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > max_bytes:
+            return
+
+
+async def read_payload(max_bytes: int, body: bytes | None = None) -> dict[str, Any]:
+    """The JSON object body: 415 unless JSON, 413 past ``max_bytes``, 400 if malformed."""
+    ctype = request.headers.get("content-type", "")
+    mime = ctype.split(";", 1)[0].strip().lower()
+    if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
+        raise ApiError(
+            415, f"unsupported content type {mime or '(none)'!r}; send the body as application/json",
+            code="unsupported_media_type",
+        )
+    raw = body if body is not None else await read_body(max_bytes)
+    if not raw.strip():
+        raise ApiError(400, "request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not valid UTF-8", code="invalid_json") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    return data

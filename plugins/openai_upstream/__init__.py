@@ -1,0 +1,1 @@
+"""Provider plugin: any OpenAI-compatible Chat Completions server (OpenAI, Ollama, vLLM ...)."""

@@ -1,0 +1,323 @@
+"""The ``openai_upstream`` provider: one instance per ``[providers.NAME]`` table.
+
+A turn becomes one streaming ``POST {base_url}/chat/completions``. Connection errors
+and retryable answers are retried only before the first body byte; once a stream has
+started, a fault fails the run and whatever was already streamed stays in it. The
+HTTP response is closed before the terminal event is yielded, on every error and on
+cancellation, so a connection is never left dangling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from kernel import Finished, ProviderError, RunError, RunEvent, Turn
+from plugins.openai_upstream.decode import ChunkDecoder, UpstreamFormatError
+from plugins.openai_upstream.faults import (
+    RETRYABLE_STATUSES,
+    bad_response,
+    connection_error,
+    http_status_error,
+    retry_after_seconds,
+    timeout_error,
+    upstream_error_detail,
+)
+from plugins.openai_upstream.request import build_body
+from plugins.openai_upstream.settings import UpstreamOptions
+from plugins.openai_upstream.sse import SseEvent, SseParser
+
+log = logging.getLogger("plugins.openai_upstream")
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_JSON_BODY = 32 * 1024 * 1024
+# After [DONE], how much of the body's tail is read to keep the connection reusable.
+DRAIN_LINES = 16
+DRAIN_SECONDS = 1.0
+USER_AGENT = "agentkernel-openai-upstream/0.1"
+
+
+class UpstreamProvider:
+    """Streams turns from an OpenAI-compatible Chat Completions server."""
+
+    def __init__(self, name: str, options: UpstreamOptions) -> None:
+        self.name = name
+        self.options = options
+        self.accepts_images = options.accepts_images
+        self.label = f"provider {name!r} ({options.host})"
+        self.url = f"{options.base_url}/chat/completions"
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the HTTP client on the serving loop (the kernel calls this at startup)."""
+        self._resources()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and its pooled connections."""
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+    def _resources(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        # The client and the semaphore belong to one event loop; an app served again
+        # on a new loop (tests do this) gets fresh ones.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._slots is None or self._loop is not loop:
+            opts = self.options
+            headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream"}
+            if opts.api_key is not None:
+                headers["Authorization"] = f"Bearer {opts.api_key.get_secret_value()}"
+            headers.update(opts.headers)
+            self._client = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
+                                      write=opts.read_timeout, pool=opts.connect_timeout),
+                limits=httpx.Limits(max_connections=opts.max_concurrency,
+                                    max_keepalive_connections=opts.max_concurrency),
+            )
+            self._slots = asyncio.Semaphore(opts.max_concurrency)
+            self._loop = loop
+        return self._client, self._slots
+
+    # ------------------------------------------------------------------ streaming
+
+    async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
+        """Run one turn against the upstream; see the module docstring for fault rules."""
+        body = build_body(turn, self.options)
+        if not body.get("model"):
+            raise ProviderError(RunError(
+                f"{self.label}: no upstream model to ask for; set model in this [providers] table, "
+                "the agent's model, or send a model name", code="model_not_configured", status=500,
+            ))
+        client, slots = self._resources()
+        deadline = self._deadline()
+        decoder = ChunkDecoder()
+        async with self._slot(slots, deadline):
+            response = await self._open(client, json.dumps(body).encode(), deadline)
+            try:
+                async for ev in self._read(response, decoder, deadline):
+                    yield ev
+            finally:
+                await response.aclose()
+        for ev in decoder.close_calls():
+            yield ev
+        if decoder.usage is not None:
+            yield decoder.usage
+        yield Finished(reason=decoder.final_reason())
+
+    def _deadline(self) -> float | None:
+        total = self.options.total_timeout
+        return None if total is None else asyncio.get_running_loop().time() + total
+
+    @asynccontextmanager
+    async def _slot(self, slots: asyncio.Semaphore, deadline: float | None) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await slots.acquire()
+        except TimeoutError:
+            raise ProviderError(timeout_error(
+                self.label, f"no free request slot within total_timeout = {self.options.total_timeout:g}s "
+                f"(max_concurrency = {self.options.max_concurrency} requests were in flight)",
+            )) from None
+        try:
+            yield
+        finally:
+            slots.release()
+
+    # ------------------------------------------------------------------ opening, with retries
+
+    async def _open(self, client: httpx.AsyncClient, content: bytes, deadline: float | None) -> httpx.Response:
+        """A response with a 2xx status whose body has not been read yet."""
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            request = client.build_request("POST", self.url, content=content,
+                                           headers={"Content-Type": "application/json"})
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await client.send(request, stream=True)
+            except TimeoutError:
+                raise ProviderError(self._total_timeout("waiting for the response")) from None
+            except httpx.ConnectTimeout:
+                failure = timeout_error(self.label, f"could not connect within connect_timeout = "
+                                                    f"{opts.connect_timeout:g}s")
+            except httpx.TimeoutException:
+                raise ProviderError(timeout_error(
+                    self.label, f"sent no response within read_timeout = {opts.read_timeout:g}s",
+                )) from None
+            except httpx.TransportError as exc:
+                failure = connection_error(self.label, f"request failed before a response: {_describe(exc)}")
+            else:
+                if response.is_success:
+                    return response
+                status = response.status_code
+                error_body = await self._error_body(response, deadline)
+                retry_after = retry_after_seconds(response.headers)
+                failure = http_status_error(self.label, status, error_body, retry_after)
+                if status not in RETRYABLE_STATUSES:
+                    raise ProviderError(failure)
+            if attempt >= opts.max_retries:
+                raise ProviderError(failure)
+            if retry_after is not None and retry_after > opts.max_retry_after:
+                log.warning("%s: upstream asks to retry after %.1fs (over max_retry_after); giving up",
+                            self.label, retry_after)
+                raise ProviderError(failure)
+            wait = retry_after if retry_after is not None else self._backoff(attempt)
+            if deadline is not None and loop.time() + wait >= deadline:
+                raise ProviderError(failure)
+            attempt += 1
+            log.warning("%s: %s; retry %d/%d in %.2fs", self.label, failure.message, attempt,
+                        opts.max_retries, wait)
+            await asyncio.sleep(wait)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, capped at backoff_max."""
+        opts = self.options
+        ceiling = min(opts.backoff_max, opts.backoff_initial * (2 ** attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _error_body(self, response: httpx.Response, deadline: float | None) -> bytes:
+        """Up to 64 KiB of an error answer's body, then the response is closed."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in response.aiter_raw():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size >= MAX_ERROR_BODY:
+                        break
+        except (TimeoutError, httpx.HTTPError):
+            pass  # the status alone still says what happened
+        finally:
+            await response.aclose()
+        return b"".join(chunks)[:MAX_ERROR_BODY]
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read(self, response: httpx.Response, decoder: ChunkDecoder,
+                    deadline: float | None) -> AsyncIterator[RunEvent]:
+        content_type = response.headers.get("content-type", "")
+        if "json" in content_type and "event-stream" not in content_type:
+            # The server ignored stream=true and answered with one whole completion.
+            for ev in decoder.feed(await self._whole_json(response, deadline)):
+                yield ev
+            return
+        lines = response.aiter_lines()
+        parser = SseParser()
+        while True:
+            line = await self._next_line(lines, decoder, deadline)
+            sse = parser.flush() if line is None else parser.feed(line)
+            if sse is not None:
+                data = sse.data.strip()
+                if data == "[DONE]":
+                    await self._drain(lines)
+                    return
+                for ev in self._decode(sse, data, decoder):
+                    yield ev
+            if line is None:
+                break
+        if decoder.finish_reason is None:
+            raise ProviderError(connection_error(
+                self.label, f"the stream ended after {decoder.chunks} chunk(s) without a finish reason "
+                "or [DONE]; the answer is incomplete",
+            ))
+
+    def _decode(self, sse: SseEvent, data: str, decoder: ChunkDecoder) -> list[RunEvent]:
+        """One SSE event's chunk as run events; a malformed or error chunk fails the run."""
+        try:
+            chunk: Any = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError(bad_response(
+                self.label, f"sent a malformed stream chunk after {decoder.chunks} good chunk(s) (not JSON: {exc})",
+            )) from None
+        if sse.event == "error" or (isinstance(chunk, dict) and chunk.get("error")):
+            message, _, _ = upstream_error_detail(data.encode())
+            raise ProviderError(RunError(
+                f"{self.label} reported an error mid-stream after {decoder.chunks} chunk(s): {message}",
+                code="upstream_error", status=502,
+            ))
+        try:
+            return decoder.feed(chunk)
+        except UpstreamFormatError as exc:
+            raise ProviderError(bad_response(self.label, f"sent an unusable stream chunk: {exc}")) from None
+
+    async def _next_line(self, lines: AsyncIterator[str], decoder: ChunkDecoder,
+                         deadline: float | None) -> str | None:
+        """The body's next line (``None`` at its end); transport faults become run errors."""
+        try:
+            if deadline is not None and deadline - asyncio.get_running_loop().time() < self.options.read_timeout:
+                # Only near the end can total_timeout expire before httpx's read timeout
+                # would; arming a timer per line before that would be wasted work.
+                async with asyncio.timeout_at(deadline):
+                    return await anext(lines)
+            return await anext(lines)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise ProviderError(self._total_timeout(f"streaming (after {decoder.chunks} chunk(s))")) from None
+        except httpx.TimeoutException:
+            raise ProviderError(timeout_error(
+                self.label, f"stream stalled: no data for read_timeout = {self.options.read_timeout:g}s "
+                f"after {decoder.chunks} chunk(s)",
+            )) from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise ProviderError(connection_error(
+                self.label, f"the connection dropped mid-stream after {decoder.chunks} chunk(s): {_describe(exc)}",
+            )) from None
+
+    async def _drain(self, lines: AsyncIterator[str]) -> None:
+        """Read what little follows ``[DONE]`` (normally just the end of the body) so the
+        connection goes back to the pool: reusing it saves a TCP (and TLS) handshake on
+        the next request. A server that keeps talking is cut off and closed instead."""
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                for _ in range(DRAIN_LINES):
+                    await anext(lines)
+        except (StopAsyncIteration, TimeoutError, httpx.HTTPError):
+            pass  # the response is closed by the caller either way
+
+    async def _whole_json(self, response: httpx.Response, deadline: float | None) -> Any:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_JSON_BODY:
+                        raise ProviderError(bad_response(self.label, "sent a completion over 32 MiB"))
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ProviderError(self._total_timeout("reading the completion")) from None
+        except httpx.TimeoutException:
+            raise ProviderError(timeout_error(self.label, "stalled while sending the completion")) from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise ProviderError(connection_error(
+                self.label, f"the connection dropped while sending the completion: {_describe(exc)}",
+            )) from None
+        try:
+            return json.loads(b"".join(chunks))
+        except ValueError as exc:
+            raise ProviderError(bad_response(self.label, f"sent a completion that is not JSON ({exc})")) from None
+
+    def _total_timeout(self, during: str) -> RunError:
+        return timeout_error(self.label, f"total_timeout = {self.options.total_timeout:g}s exceeded while {during}")
+
+
+def _describe(exc: BaseException) -> str:
+    """An httpx error in a few words (its text never carries headers or bodies)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,140 @@
+"""Stored responses whose run is still going in this process, and their event-log writer.
+
+While a response runs, its :class:`ResponseBuilder` is the truth: reads, resumed
+streams and cancels use it directly, so nothing waits on the database. A
+:class:`LiveResponse` writes the builder's events to the store in batches (one
+writer task, so writes keep their order), then the final resource, and only then
+leaves the registry: whoever misses it there finds everything in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from plugins.openresponses.builder import Event, ResponseBuilder
+from plugins.openresponses.storage import ResponseStore, StoredEvent
+from plugins.openresponses.stream import EventFollower
+
+if TYPE_CHECKING:
+    from kernel.runs import Run
+
+log = logging.getLogger("plugins.openresponses")
+
+# Events are gathered this long before a write, so a fast stream costs a few
+# transactions rather than one per token. Reads of a live response never wait on it.
+FLUSH_DELAY_SECONDS = 0.05
+
+
+class LiveResponse:
+    """One running stored response: its builder, run, owner, and the writer persisting it."""
+
+    def __init__(self, builder: ResponseBuilder, run: Run, *, owner: str, background: bool,
+                 store: ResponseStore, max_bytes: int, stored_bytes: int,
+                 on_settled: Callable[[LiveResponse], None]) -> None:
+        self.builder = builder
+        self.run = run
+        self.owner = owner
+        self.background = background
+        self.settled = asyncio.Event()  # set once the final resource is in the store
+        self._store = store
+        self._max_bytes = max_bytes
+        self._bytes = stored_bytes
+        self._pending: list[Event] = []
+        self._wakeup = asyncio.Event()
+        self._follower: EventFollower | None = None
+        self._on_settled = on_settled
+        self._task: asyncio.Task[None] | None = None
+        self.discarded = False
+
+    @property
+    def id(self) -> str:
+        return self.builder.id
+
+    @property
+    def follower(self) -> EventFollower:
+        """One follower for every reader of this response (it listens to the builder once)."""
+        if self._follower is None:
+            self._follower = EventFollower(self.builder)
+        return self._follower
+
+    def listen(self) -> None:
+        """Start persisting: every event from now on (and the builder's earlier ones) is written."""
+        self._pending.extend(self.builder.events)
+        self.builder.listeners.append(self._on_event)
+        self._task = asyncio.get_running_loop().create_task(self._write(), name=f"store-{self.id}")
+        self._wakeup.set()
+
+    def _on_event(self, event: Event) -> None:
+        self._pending.append(event)
+        self._wakeup.set()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if not self.builder.done:
+                    await asyncio.sleep(FLUSH_DELAY_SECONDS)
+                batch, self._pending = self._pending, []
+                if batch and not self.discarded:
+                    stored = [StoredEvent(e["sequence_number"], e) for e in batch]
+                    self._bytes += await self._store.append_events(self.id, stored)
+                    await self._check_size()
+                if self.builder.done and not self._pending:
+                    break
+            if not self.discarded:
+                resource = self.builder.resource()
+                self._bytes += await self._store.update(self.id, status=self.builder.status, resource=resource,
+                                                        output_items=resource["output"])
+                await self._check_size()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The run goes on for its client; the next start marks the record failed.
+            log.exception("response %s: could not be stored", self.id)
+        finally:
+            self.settled.set()
+            self._on_settled(self)
+
+    async def _check_size(self) -> None:
+        if self._bytes <= self._max_bytes or self.discarded:
+            return
+        self.discarded = True
+        reason = (f"it grew past [plugins.openresponses] max_stored_bytes = {self._max_bytes} bytes "
+                  "while it ran; it was answered but not kept")
+        log.warning("response %s: %s", self.id, reason)
+        await self._store.discard(self.id, reason)
+
+    async def wait_settled(self, timeout: float | None) -> bool:
+        """Wait until the response is fully stored; False if ``timeout`` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.settled.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class LiveRegistry:
+    """Live responses by id, for this process."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, LiveResponse] = {}
+
+    def add(self, live: LiveResponse) -> None:
+        self._by_id[live.id] = live
+
+    def get(self, response_id: str, owner: str) -> LiveResponse | None:
+        """The live response if it exists and belongs to ``owner``."""
+        live = self._by_id.get(response_id)
+        return live if live is not None and live.owner == owner else None
+
+    def forget(self, live: LiveResponse) -> None:
+        if self._by_id.get(live.id) is live:
+            del self._by_id[live.id]
+
+    def all(self) -> list[LiveResponse]:
+        return list(self._by_id.values())

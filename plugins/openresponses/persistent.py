@@ -1,0 +1,181 @@
+"""Stored responses on the kernel's SQLite store: the :class:`StoredResponses` seam, kept.
+
+* Chaining: ``previous_response_id`` replays the chain's input and output (the model's
+  view, see :mod:`plugins.openresponses.item_views`), waiting a bounded time for a
+  predecessor that is still running.
+* Recording: a streamed or background response is written before its
+  ``response.created`` goes out and then followed by a :class:`LiveResponse`; a plain
+  JSON response (whose id nobody knows before it is answered) is written in one
+  transaction before it is sent.
+* Housekeeping: at start, runs a restart interrupted are marked failed; a retention
+  sweep deletes expired responses; at stop, pending writes finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from kernel import ApiError, Item
+from kernel.auth import DEFAULT_PRINCIPAL
+from plugins.openresponses.item_views import chain_items, find_in_link, model_input, wire_input_items
+from plugins.openresponses.live import LiveRegistry, LiveResponse
+from plugins.openresponses.retention import Sweeper
+from plugins.openresponses.settings import OpenResponsesSettings
+from plugins.openresponses.storage import ResponseRecord, ResponseStore, SqliteResponseStore
+from plugins.openresponses.stored import StoredResponses
+
+if TYPE_CHECKING:
+    from kernel.runs import Run
+    from kernel.runtime import Kernel
+    from plugins.openresponses.builder import ResponseBuilder
+    from plugins.openresponses.request import ParsedRequest
+
+log = logging.getLogger("plugins.openresponses")
+
+RESTART_MESSAGE = "the server restarted while this response was in progress; nothing more will come of it"
+ACTIVE_STATUSES = ("queued", "in_progress")
+# At shutdown, pending writes get this long after runs drained.
+STOP_WRITES_SECONDS = 5.0
+
+
+def owner_of(principal: str | None) -> str:
+    """The owner a request's responses belong to: its API key's name."""
+    return principal or DEFAULT_PRINCIPAL
+
+
+class PersistentResponses(StoredResponses):
+    """Keeps responses in a :class:`ResponseStore` (SQLite under the state directory by default)."""
+
+    persists = True
+    supports_background = True
+
+    def __init__(self, kernel: Kernel, settings: OpenResponsesSettings, store: ResponseStore | None = None) -> None:
+        self.settings = settings
+        self.store: ResponseStore = store or SqliteResponseStore(kernel.store)
+        self.live = LiveRegistry()
+        self._sweeper: Sweeper | None = None
+        # Plain JSON responses are written once complete (settle); dropped with their builder.
+        self._deferred: weakref.WeakKeyDictionary[ResponseBuilder, ResponseRecord] = weakref.WeakKeyDictionary()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        failed = await self.store.fail_interrupted(RESTART_MESSAGE)
+        if failed:
+            log.warning("marked %d stored response(s) interrupted by a restart as failed", failed)
+        retention = self.settings.retention_seconds
+        if retention is not None:
+            self._sweeper = Sweeper(self.store.expire, retention, self.settings.sweep_interval_seconds)
+            self._sweeper.start()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            await self._sweeper.stop()
+        # Runs have drained (finished or cancelled): let their last writes land.
+        pending = [asyncio.ensure_future(live.settled.wait()) for live in self.live.all()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=STOP_WRITES_SECONDS)
+            for waiter in late:
+                waiter.cancel()
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete responses older than the retention (what the periodic task does); returns the count."""
+        retention = self.settings.retention_seconds
+        if retention is None:
+            return 0
+        return await self.store.expire((time.time() if now is None else now) - retention)
+
+    # ------------------------------------------------------------------ chaining
+
+    async def previous_items(self, response_id: str, principal: str | None) -> list[Item]:
+        owner = owner_of(principal)
+        live = self.live.get(response_id, owner)
+        if live is not None and not live.settled.is_set():
+            wait = self.settings.chain_wait_seconds
+            if not (wait > 0 and await live.wait_settled(wait)):
+                raise _in_progress(response_id, wait)
+        links = await self.store.history(response_id, owner)
+        if not links:
+            raise ApiError(404, f"previous response {response_id!r} was not found (it may have been deleted or "
+                           "expired, or belong to another API key)", param="previous_response_id",
+                           code="previous_response_not_found")
+        head = links[-1]
+        if not head.stored:
+            why = head.not_stored_reason or "it was created with store: false"
+            raise ApiError(400, f"previous response {response_id!r} cannot be chained: it was not stored ({why}); "
+                           "send the conversation as input instead", param="previous_response_id",
+                           code="previous_response_not_stored")
+        if head.status in ACTIVE_STATUSES:
+            raise _in_progress(response_id, 0)  # running elsewhere (another process): not ours to wait on
+        return chain_items(links)
+
+    async def find_item(self, item_id: str, principal: str | None) -> Item | None:
+        link = await self.store.find_item(item_id, owner_of(principal))
+        return find_in_link(link, item_id) if link is not None else None
+
+    # ------------------------------------------------------------------ recording
+
+    async def track(self, builder: ResponseBuilder, run: Run, request: ParsedRequest, input_items: list[Item],
+                    principal: str | None) -> None:
+        owner = owner_of(principal)
+        params = builder.params
+        visible_early = request.stream or request.background  # the id is out with response.created
+        record = ResponseRecord(
+            id=builder.id, owner=owner, status="queued" if request.background else "in_progress",
+            created_at=builder.created_at, previous_response_id=params.previous_response_id,
+            background=request.background, stored=params.store,
+        )
+        if params.store:
+            record.input_items = wire_input_items(request.raw_input)
+            record.model_input = model_input(input_items, request.system_messages)
+            self._check_input_size(record)
+        if not visible_early:
+            self._deferred[builder] = record
+            return
+        if not params.store:
+            await self.store.create(record)  # a tombstone: chaining onto it gets a clear 400
+            return
+        builder.record_events = True
+        record.resource = {**builder.resource(), "status": record.status}
+        written = await self.store.create(record)
+        live = LiveResponse(builder, run, owner=owner, background=request.background, store=self.store,
+                            max_bytes=self.settings.max_stored_bytes, stored_bytes=written,
+                            on_settled=self.live.forget)
+        self.live.add(live)
+        live.listen()
+
+    async def settle(self, builder: ResponseBuilder) -> None:
+        record = self._deferred.pop(builder, None)
+        if record is None:
+            return
+        if record.stored:
+            resource = builder.resource()
+            record.status, record.resource, record.output_items = builder.status, resource, resource["output"]
+        written = await self.store.create(record)
+        if record.stored and written > self.settings.max_stored_bytes:
+            reason = (f"it is {written} bytes, over [plugins.openresponses] max_stored_bytes = "
+                      f"{self.settings.max_stored_bytes}; it was answered but not kept")
+            log.warning("response %s: %s", record.id, reason)
+            await self.store.discard(record.id, reason)
+
+    def _check_input_size(self, record: ResponseRecord) -> None:
+        size = len(json.dumps(record.input_items, ensure_ascii=False)) + len(
+            json.dumps(record.model_input, ensure_ascii=False))
+        limit = self.settings.max_stored_bytes
+        if size > limit:
+            raise ApiError(400, f"this response's input takes {size} bytes to store, over the server's limit of "
+                           f"{limit} bytes per stored response; send store: false, or a smaller input",
+                           param="input", code="response_too_large_to_store")
+
+
+def _in_progress(response_id: str, waited: float) -> ApiError:
+    how = f" after waiting {waited:g} s" if waited else ""
+    return ApiError(409, f"previous response {response_id!r} is still in progress{how}; chain onto it once it "
+                    "has finished (poll GET /v1/responses/{id})", param="previous_response_id",
+                    code="previous_response_in_progress")

@@ -1,0 +1,145 @@
+"""Parse and validate a ``CreateResponseBody`` into a neutral :class:`kernel.types.Turn`.
+
+:func:`parse_create_body` checks the whole body without I/O (input items in
+:mod:`plugins.openresponses.items`, tools, tool_choice and text format in
+:mod:`plugins.openresponses.params`) and returns a :class:`ParsedRequest`: the
+parameters the response echoes plus the parts of the turn. Media are loaded by
+:func:`plugins.openresponses.items.resolve_items`; :func:`build_turn` then splits the
+items into history and current input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel import ApiError, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
+from plugins.openresponses import models as m
+from plugins.openresponses.items import Draft, SystemMessage, parse_input
+from plugins.openresponses.params import parse_text, parse_tool_choice, parse_tools
+from plugins.openresponses.resource import ResponseParams
+
+
+@dataclass
+class ParsedRequest:
+    """A validated ``CreateResponseBody``: the echoed parameters plus the turn's parts."""
+
+    params: ResponseParams
+    items: list[Draft]
+    system: str
+    tools: list[ToolSpec]
+    tool_choice: ToolChoice
+    limits: Limits
+    response_format: dict[str, Any] | None
+    metadata: dict[str, str]
+    user: str | None
+    stream: bool
+    background: bool
+    needs_resolution: bool = False
+    include: list[str] = field(default_factory=list)
+    # The body's "input" exactly as sent (a string or item dicts), e.g. for a store to list.
+    raw_input: Any = None
+    # The input's system and developer messages, in order (also part of ``system``).
+    system_messages: list[SystemMessage] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
+    """Validate the whole body (no I/O); 400 with the field path on the first problem."""
+    body = m.validate(m.CreateResponseBody, data, "")
+    if body.input is None and body.previous_response_id is None:
+        raise ApiError(400, "missing required parameter: 'input' (a string or an array of items)",
+                       param="input", code="missing_required_parameter")
+    items, system_messages, needs = parse_input(body.input)
+    tools, tools_echo = parse_tools(body.tools)
+    choice, choice_echo = parse_tool_choice(body.tool_choice, tools)
+    response_format, text_echo = parse_text(body.text)
+    system = "\n\n".join(t for t in [body.instructions or "", *(text for _, text in system_messages)] if t)
+    parallel = True if body.parallel_tool_calls is None else body.parallel_tool_calls
+    reasoning = body.reasoning
+    params = ResponseParams(
+        model=body.model,
+        instructions=body.instructions,
+        previous_response_id=body.previous_response_id,
+        tools=tools_echo,
+        tool_choice=choice_echo,
+        text=text_echo,
+        truncation=body.truncation or "disabled",
+        parallel_tool_calls=parallel,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        top_logprobs=body.top_logprobs or 0,
+        reasoning={"effort": reasoning.effort if reasoning else None,
+                   "summary": reasoning.summary if reasoning else None},
+        max_output_tokens=body.max_output_tokens,
+        max_tool_calls=body.max_tool_calls,
+        store=True if body.store is None else body.store,
+        background=bool(body.background),
+        service_tier=body.service_tier or "default",
+        metadata=dict(body.metadata or {}),
+        safety_identifier=body.safety_identifier,
+        prompt_cache_key=body.prompt_cache_key,
+        user=body.user,
+    )
+    limits = Limits(max_output_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p,
+                    max_tool_calls=body.max_tool_calls, parallel_tool_calls=parallel)
+    return ParsedRequest(
+        params=params, items=items, system=system, tools=tools, tool_choice=choice, limits=limits,
+        response_format=response_format, metadata=dict(body.metadata or {}), user=body.user,
+        stream=bool(body.stream), background=bool(body.background), needs_resolution=needs,
+        include=list(body.include or []),
+        raw_input=body.input, system_messages=system_messages,
+    )
+
+
+@dataclass
+class ParsedCompact:
+    """A validated compaction request."""
+
+    model: str
+    items: list[Draft]
+    system: list[SystemMessage]
+    instructions: str | None
+    previous_response_id: str | None
+    needs_resolution: bool
+
+
+def parse_compact_body(data: dict[str, Any]) -> ParsedCompact:
+    """Validate a ``CompactResponseMethodPublicBody``; ``model`` is required (400 without it)."""
+    body = m.validate(m.CompactBody, data, "")
+    items, system, needs = parse_input(body.input)
+    return ParsedCompact(model=body.model, items=items, system=system, instructions=body.instructions,
+                         previous_response_id=body.previous_response_id, needs_resolution=needs)
+
+
+def build_turn(parsed: ParsedRequest, items: list[Item], *, agent: str, history: list[Item] | None = None,
+               session_key: str | None = None) -> Turn:
+    """Split ``items`` into history and current input (the trailing user/tool items) and build the turn.
+
+    ``history`` (e.g. a previous response's items) comes before everything the client sent.
+    """
+    cut = len(items)
+    while cut > 0 and _is_current_input(items[cut - 1]):
+        cut -= 1
+    return Turn(
+        agent=agent,
+        input=items[cut:],
+        history=[*(history or []), *items[:cut]],
+        system=parsed.system,
+        tools=parsed.tools,
+        tool_choice=parsed.tool_choice,
+        limits=parsed.limits,
+        response_format=parsed.response_format,
+        metadata=parsed.metadata,
+        session_key=session_key,
+        user=parsed.user,
+        surface="responses",
+    )
+
+
+def _is_current_input(item: Item) -> bool:
+    return isinstance(item, ToolResult) or (isinstance(item, Message) and item.role == "user")

@@ -1,0 +1,181 @@
+"""``GET``/``DELETE /v1/responses/{id}``, ``GET .../input_items``, ``POST .../cancel``.
+
+OpenAI-compatible extras beyond the OpenResponses spec. Every lookup is scoped to the
+caller's API key: another key's response answers 404 exactly like a missing one.
+A response still running in this process is served from its live builder; a
+finished one from the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from quart import Response, g, request
+
+from kernel import ApiError
+from kernel.streaming import sse_response
+from plugins.openresponses.builder import TERMINAL_EVENTS, Event
+from plugins.openresponses.live import LiveResponse
+from plugins.openresponses.persistent import ACTIVE_STATUSES, PersistentResponses, owner_of
+from plugins.openresponses.replay import closing_events, events_from_resource
+from plugins.openresponses.settings import OpenResponsesSettings
+from plugins.openresponses.storage import ResponseRecord
+from plugins.openresponses.stream import DONE_CHUNK, encode_event, sse_chunks
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+# How long a cancel waits for the cancelled run's final state to be stored.
+CANCEL_SETTLE_SECONDS = 10.0
+
+
+class Retrieval:
+    """The views' logic over a :class:`PersistentResponses`."""
+
+    def __init__(self, stored: PersistentResponses, settings: OpenResponsesSettings) -> None:
+        self.stored = stored
+        self.store = stored.store
+        self.settings = settings
+
+    # ------------------------------------------------------------------ GET /v1/responses/{id}
+
+    async def retrieve(self, response_id: str) -> Response:
+        """The stored ``ResponseResource``; with ``?stream=true`` its events, then live ones."""
+        stream = _bool_arg(request.args, "stream")
+        after = _int_arg(request.args, "starting_after", default=-1, low=0, high=None)
+        if after != -1 and not stream:
+            raise ApiError(400, "starting_after only applies to streamed retrieval; add stream=true",
+                           param="starting_after", code="invalid_value")
+        live = self._live(response_id)
+        if live is not None:
+            if stream:
+                # A reader leaving must not stop the run: no on_disconnect here.
+                return sse_response(sse_chunks(live.follower, after), keepalive=self.settings.keepalive_seconds)
+            return _json(live.builder.resource())
+        record = await self._record(response_id)
+        if stream:
+            return sse_response(self._replay(record, after), keepalive=self.settings.keepalive_seconds)
+        return _json(record.resource)
+
+    async def _replay(self, record: ResponseRecord, after: int) -> AsyncIterator[bytes]:
+        events = await self.replay_events(record)
+        for event in events:
+            if event["sequence_number"] > after:
+                yield encode_event(event)
+        yield DONE_CHUNK
+
+    async def replay_events(self, record: ResponseRecord) -> list[Event]:
+        """A stored response's events: its log, completed from the resource where it is cut short."""
+        logged = [e.data for e in await self.store.events_after(record.id, -1)]
+        if not logged:
+            return events_from_resource(record.resource)  # a plain JSON response kept no log
+        if logged[-1]["type"] not in TERMINAL_EVENTS and record.status not in ACTIVE_STATUSES:
+            logged += closing_events(record.resource, logged[-1]["sequence_number"] + 1)  # interrupted
+        return logged
+
+    # ------------------------------------------------------------------ DELETE /v1/responses/{id}
+
+    async def delete(self, response_id: str) -> Response:
+        if self._live(response_id) is not None:
+            raise ApiError(409, f"response {response_id!r} is still in progress; cancel it (background "
+                           "responses) or wait for it to finish, then delete it", param="response_id",
+                           code="response_in_progress")
+        await self._record(response_id)
+        if not await self.store.delete(response_id, owner_of(g.principal)):
+            raise _not_found(response_id)
+        return _json({"id": response_id, "object": "response.deleted", "deleted": True})
+
+    # ------------------------------------------------------------------ POST /v1/responses/{id}/cancel
+
+    async def cancel(self, response_id: str) -> Response:
+        live = self._live(response_id)
+        if live is None:
+            record = await self._record(response_id)
+            raise _not_cancellable(response_id, record.status)
+        if not live.background:
+            raise ApiError(400, f"response {response_id!r} was not created with background: true; only "
+                           "background responses can be cancelled (a foreground one stops when its client "
+                           "disconnects)", param="response_id", code="response_not_background")
+        stopped = live.run.cancel()
+        await live.wait_settled(CANCEL_SETTLE_SECONDS)
+        if not stopped:
+            raise _not_cancellable(response_id, live.builder.status)
+        return _json(live.builder.resource())
+
+    # ------------------------------------------------------------------ GET /v1/responses/{id}/input_items
+
+    async def input_items(self, response_id: str) -> Response:
+        args = request.args
+        limit = _int_arg(args, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
+        order = args.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, f"invalid value for 'order': {order!r}; expected 'asc' or 'desc'", param="order",
+                           code="invalid_value")
+        page = await self.store.input_items(response_id, owner_of(g.principal), limit=limit, order=order,
+                                            after=args.get("after"))
+        if page is None:
+            await self._record(response_id)  # raises the precise 404
+            raise _not_found(response_id)
+        return _json(page.as_list())
+
+    # ------------------------------------------------------------------ helpers
+
+    def _live(self, response_id: str) -> LiveResponse | None:
+        live = self.stored.live.get(response_id, owner_of(g.principal))
+        return live if live is not None and not live.discarded else None
+
+    async def _record(self, response_id: str) -> ResponseRecord:
+        """The caller's stored response, or the 404 that says why there is none."""
+        record = await self.store.get(response_id, owner_of(g.principal))
+        if record is None:
+            raise _not_found(response_id)
+        if not record.stored:
+            why = record.not_stored_reason or "it was created with store: false"
+            raise ApiError(404, f"response {response_id!r} was not stored: {why}", param="response_id",
+                           code="response_not_found")
+        return record
+
+
+def _not_found(response_id: str) -> ApiError:
+    return ApiError(404, f"response {response_id!r} was not found (it may have been deleted or expired, or "
+                    "belong to another API key)", param="response_id", code="response_not_found")
+
+
+def _not_cancellable(response_id: str, status: str) -> ApiError:
+    return ApiError(409, f"response {response_id!r} has already finished (status {status!r}); only queued or "
+                    "in-progress background responses can be cancelled", param="response_id",
+                    code="response_not_cancellable")
+
+
+def _bool_arg(args: Mapping[str, str], name: str) -> bool:
+    value = args.get(name)
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ApiError(400, f"invalid value for '{name}': {value!r}; expected true or false", param=name,
+                   code="invalid_value")
+
+
+def _int_arg(args: Mapping[str, str], name: str, *, default: int, low: int, high: int | None) -> int:
+    value = args.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ApiError(400, f"invalid value for '{name}': {value!r}; expected an integer {bounds}", param=name,
+                       code="invalid_value")
+    return number
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
+                    mimetype="application/json")

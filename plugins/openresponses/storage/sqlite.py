@@ -1,0 +1,298 @@
+"""The embedded response store: SQLite through the kernel's :class:`kernel.store.Store`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kernel.store import Store
+from plugins.openresponses.storage.base import ChainLink, InputItemsPage, Order, ResponseRecord, StoredEvent
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS or_responses (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        previous_response_id TEXT,
+        status TEXT NOT NULL,
+        stored INTEGER NOT NULL,
+        background INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        resource TEXT NOT NULL,
+        output_items TEXT NOT NULL,
+        model_input TEXT NOT NULL DEFAULT '[]'
+    )""",
+    "CREATE INDEX IF NOT EXISTS or_responses_created ON or_responses (created_at)",
+    "CREATE INDEX IF NOT EXISTS or_responses_status ON or_responses (status)",
+    """CREATE TABLE IF NOT EXISTS or_input_items (
+        response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        PRIMARY KEY (response_id, position)
+    )""",
+    """CREATE TABLE IF NOT EXISTS or_events (
+        response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (response_id, seq)
+    )""",
+    # Ids of the items a response holds (its input as the model saw it, and its output),
+    # so item_reference inputs find a stored item without scanning every response.
+    """CREATE TABLE IF NOT EXISTS or_item_refs (
+        item_id TEXT NOT NULL,
+        response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE
+    )""",
+    "CREATE INDEX IF NOT EXISTS or_item_refs_item ON or_item_refs (item_id)",
+    "CREATE INDEX IF NOT EXISTS or_item_refs_response ON or_item_refs (response_id)",
+]
+
+_COLUMNS = ("id, owner, previous_response_id, status, stored, background, created_at, updated_at, resource, "
+            "output_items, model_input")
+_ACTIVE = ("queued", "in_progress")
+_REASON = "not_stored_reason"  # a tombstone's resource column holds only why it is one
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _item_ids(items: list[dict[str, Any]]) -> list[str]:
+    return [str(item["id"]) for item in items if item.get("id")]
+
+
+def _record(row: Any, input_items: list[dict[str, Any]] | None = None) -> ResponseRecord:
+    resource = json.loads(row["resource"])
+    stored = bool(row["stored"])
+    return ResponseRecord(
+        id=row["id"],
+        owner=row["owner"],
+        previous_response_id=row["previous_response_id"],
+        status=row["status"],
+        stored=stored,
+        background=bool(row["background"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        resource=resource if stored else {},
+        output_items=json.loads(row["output_items"]),
+        input_items=input_items or [],
+        model_input=json.loads(row["model_input"]),
+        not_stored_reason=None if stored else resource.get(_REASON),
+    )
+
+
+def _link(row: Any) -> ChainLink:
+    stored = bool(row["stored"])
+    return ChainLink(
+        id=row["id"], status=row["status"], stored=stored, model_input=json.loads(row["model_input"]),
+        output_items=json.loads(row["output_items"]),
+        not_stored_reason=None if stored else json.loads(row["resource"]).get(_REASON),
+    )
+
+
+class SqliteResponseStore:
+    """:class:`~plugins.openresponses.storage.base.ResponseStore` on SQLite (WAL, transactions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def open(self) -> None:
+        await self.store.ensure_schema(SCHEMA)
+        columns = {row["name"] for row in await self.store.fetchall("PRAGMA table_info(or_responses)")}
+        if "model_input" not in columns:  # a database made before chaining kept the model's view
+            await self.store.execute("ALTER TABLE or_responses ADD COLUMN model_input TEXT NOT NULL DEFAULT '[]'")
+
+    async def create(self, record: ResponseRecord) -> int:
+        now = time.time()
+        if record.stored:
+            resource, output = _dumps(record.resource), _dumps(record.output_items)
+            model_input = _dumps(record.model_input)
+            inputs = [(record.id, i, str(item.get("id", f"{record.id}_in_{i}")), _dumps(item))
+                      for i, item in enumerate(record.input_items)]
+            refs = [(item_id, record.id) for item_id in
+                    _item_ids(record.model_input) + _item_ids(record.output_items)]
+        else:
+            reason = {_REASON: record.not_stored_reason} if record.not_stored_reason else {}
+            resource, output, model_input, inputs, refs = _dumps(reason), "[]", "[]", [], []
+        async with self.store.transaction() as db:
+            await db.execute(
+                f"INSERT INTO or_responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id, record.owner, record.previous_response_id, record.status, int(record.stored),
+                    int(record.background), record.created_at, now, resource, output, model_input,
+                ),
+            )
+            if inputs:
+                await db.executemany(
+                    "INSERT INTO or_input_items (response_id, position, item_id, item) VALUES (?, ?, ?, ?)", inputs
+                )
+            if refs:
+                await db.executemany("INSERT INTO or_item_refs (item_id, response_id) VALUES (?, ?)", refs)
+        return len(resource) + len(output) + len(model_input) + sum(len(row[3]) for row in inputs)
+
+    async def update(
+        self, response_id: str, *, status: str, resource: dict[str, Any], output_items: list[dict[str, Any]]
+    ) -> int:
+        resource_json, output_json = _dumps(resource), _dumps(output_items)
+        async with self.store.transaction() as db:
+            cur = await db.execute(
+                "UPDATE or_responses SET status = ?, resource = ?, output_items = ?, updated_at = ? "
+                "WHERE id = ? AND stored = 1",
+                (status, resource_json, output_json, time.time(), response_id),
+            )
+            if cur.rowcount:
+                await db.executemany(
+                    "INSERT INTO or_item_refs (item_id, response_id) VALUES (?, ?)",
+                    [(item_id, response_id) for item_id in _item_ids(output_items)],
+                )
+        return len(resource_json) + len(output_json)
+
+    async def append_events(self, response_id: str, events: list[StoredEvent]) -> int:
+        if not events:
+            return 0
+        rows = [(response_id, e.sequence_number, _dumps(e.data)) for e in events]
+        async with self.store.transaction() as db:
+            await db.executemany("INSERT OR IGNORE INTO or_events (response_id, seq, data) VALUES (?, ?, ?)", rows)
+        return sum(len(row[2]) for row in rows)
+
+    async def events_after(self, response_id: str, after: int) -> list[StoredEvent]:
+        rows = await self.store.fetchall(
+            "SELECT seq, data FROM or_events WHERE response_id = ? AND seq > ? ORDER BY seq", (response_id, after)
+        )
+        return [StoredEvent(r["seq"], json.loads(r["data"])) for r in rows]
+
+    async def get(self, response_id: str, owner: str) -> ResponseRecord | None:
+        row = await self.store.fetchone(
+            f"SELECT {_COLUMNS} FROM or_responses WHERE id = ? AND owner = ?", (response_id, owner)
+        )
+        return _record(row) if row is not None else None
+
+    async def chain(self, response_id: str, owner: str) -> list[ResponseRecord]:
+        # One recursive query walks the links: cost grows with the chain's own length only.
+        rows = await self.store.fetchall(
+            f"""WITH RECURSIVE chain(id, prev, depth) AS (
+                    SELECT id, previous_response_id, 0 FROM or_responses WHERE id = ? AND owner = ?
+                    UNION ALL
+                    SELECT r.id, r.previous_response_id, c.depth + 1
+                    FROM or_responses r JOIN chain c ON r.id = c.prev
+                    WHERE r.owner = ?
+                )
+                SELECT {", ".join("r." + c.strip() for c in _COLUMNS.split(","))}, c.depth AS depth
+                FROM chain c JOIN or_responses r ON r.id = c.id
+                ORDER BY c.depth DESC""",
+            (response_id, owner, owner),
+        )
+        if not rows:
+            return []
+        items: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+        item_rows = await self.store.fetchall(
+            """WITH RECURSIVE chain(id, prev) AS (
+                    SELECT id, previous_response_id FROM or_responses WHERE id = ? AND owner = ?
+                    UNION ALL
+                    SELECT r.id, r.previous_response_id FROM or_responses r JOIN chain c ON r.id = c.prev
+                    WHERE r.owner = ?
+                )
+                SELECT i.response_id, i.item FROM or_input_items i JOIN chain c ON i.response_id = c.id
+                ORDER BY i.response_id, i.position""",
+            (response_id, owner, owner),
+        )
+        for r in item_rows:
+            items[r["response_id"]].append(json.loads(r["item"]))
+        return [_record(r, items[r["id"]]) for r in rows]
+
+    async def history(self, response_id: str, owner: str) -> list[ChainLink]:
+        # One recursive query over the primary key: cost grows with this chain's length only.
+        rows = await self.store.fetchall(
+            """WITH RECURSIVE chain(id, prev, depth) AS (
+                    SELECT id, previous_response_id, 0 FROM or_responses WHERE id = ? AND owner = ?
+                    UNION ALL
+                    SELECT r.id, r.previous_response_id, c.depth + 1
+                    FROM or_responses r JOIN chain c ON r.id = c.prev
+                    WHERE r.owner = ?
+                )
+                SELECT r.id, r.status, r.stored, r.model_input, r.output_items, r.resource
+                FROM chain c JOIN or_responses r ON r.id = c.id
+                ORDER BY c.depth DESC""",
+            (response_id, owner, owner),
+        )
+        return [_link(r) for r in rows]
+
+    async def find_item(self, item_id: str, owner: str) -> ChainLink | None:
+        row = await self.store.fetchone(
+            """SELECT r.id, r.status, r.stored, r.model_input, r.output_items, r.resource
+                FROM or_item_refs i JOIN or_responses r ON r.id = i.response_id
+                WHERE i.item_id = ? AND r.owner = ? AND r.stored = 1
+                ORDER BY r.created_at DESC LIMIT 1""",
+            (item_id, owner),
+        )
+        return _link(row) if row is not None else None
+
+    async def discard(self, response_id: str, reason: str) -> None:
+        async with self.store.transaction() as db:
+            await db.execute(
+                "UPDATE or_responses SET stored = 0, resource = ?, output_items = '[]', model_input = '[]', "
+                "updated_at = ? WHERE id = ?",
+                (_dumps({_REASON: reason}), time.time(), response_id),
+            )
+            for table in ("or_input_items", "or_events", "or_item_refs"):
+                await db.execute(f"DELETE FROM {table} WHERE response_id = ?", (response_id,))
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        async with self.store.transaction() as db:
+            cur = await db.execute("DELETE FROM or_responses WHERE id = ? AND owner = ?", (response_id, owner))
+            return cur.rowcount > 0
+
+    async def input_items(
+        self, response_id: str, owner: str, *, limit: int, order: Order, after: str | None
+    ) -> InputItemsPage | None:
+        record = await self.get(response_id, owner)
+        if record is None or not record.stored:
+            return None
+        direction = "ASC" if order == "asc" else "DESC"
+        cursor_sql, params = "", [response_id]
+        if after is not None:
+            pos = await self.store.fetchone(
+                "SELECT position FROM or_input_items WHERE response_id = ? AND item_id = ?", (response_id, after)
+            )
+            if pos is None:
+                return InputItemsPage([], False)
+            cursor_sql = " AND position > ?" if order == "asc" else " AND position < ?"
+            params.append(pos["position"])
+        rows = await self.store.fetchall(
+            f"SELECT item FROM or_input_items WHERE response_id = ?{cursor_sql} ORDER BY position {direction} LIMIT ?",
+            (*params, limit + 1),
+        )
+        data = [json.loads(r["item"]) for r in rows]
+        return InputItemsPage(data[:limit], len(data) > limit)
+
+    async def expire(self, older_than: float) -> int:
+        async with self.store.transaction() as db:
+            cur = await db.execute(
+                f"DELETE FROM or_responses WHERE created_at < ? AND status NOT IN ({', '.join('?' * len(_ACTIVE))})",
+                (older_than, *_ACTIVE),
+            )
+            return cur.rowcount
+
+    async def fail_interrupted(self, message: str) -> int:
+        rows = await self.store.fetchall(
+            f"SELECT id, resource FROM or_responses WHERE status IN ({', '.join('?' * len(_ACTIVE))}) AND stored = 1",
+            _ACTIVE,
+        )
+        now = time.time()
+        async with self.store.transaction() as db:
+            for row in rows:
+                resource = json.loads(row["resource"])
+                resource["status"] = "failed"
+                resource["error"] = {"code": "server_error", "message": message, "type": "server_error",
+                                     "param": None}
+                await db.execute(
+                    "UPDATE or_responses SET status = 'failed', resource = ?, updated_at = ? WHERE id = ?",
+                    (json.dumps(resource), now, row["id"]),
+                )
+            await db.execute(
+                f"UPDATE or_responses SET status = 'failed', updated_at = ? "
+                f"WHERE stored = 0 AND status IN ({', '.join('?' * len(_ACTIVE))})",
+                (now, *_ACTIVE),
+            )
+        return len(rows)

@@ -1,0 +1,86 @@
+"""Wiring a :class:`ResponseBuilder` to a run, following its events, and SSE encoding.
+
+The builder is fed by a run *listener*, so the response advances with the run
+whether or not anyone is reading: a stream, a non-streaming request and (later) a
+stored-response reader all see the same events. :class:`EventFollower` replays a
+builder's events after a given ``sequence_number`` and then follows live ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from plugins.openresponses.builder import TERMINAL_EVENTS, Event, ResponseBuilder
+
+if TYPE_CHECKING:
+    from kernel import RunEvent
+    from kernel.runs import Run
+
+DONE_CHUNK = b"data: [DONE]\n\n"
+
+
+def encode_event(event: Event) -> bytes:
+    """One SSE event as a single chunk: ``event: <type>``, ``data: <json>``, blank line; LF only.
+
+    JSON escapes CR and LF inside strings, so the data is always one line.
+    """
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def drive(builder: ResponseBuilder, run: Run) -> None:
+    """Feed ``builder`` every event ``run`` has recorded and every later one, as they happen."""
+    for event in list(run.events_log):
+        builder.feed(event)
+    if builder.done:
+        return
+    # The registry keeps finished runs for a while; once the response is complete the
+    # listener lets go of the builder so its events are not kept alive with the run.
+    held: list[ResponseBuilder | None] = [builder]
+
+    def listener(_run: Run, event: RunEvent) -> None:
+        current = held[0]
+        if current is not None:
+            current.feed(event)
+            if current.done:
+                held[0] = None
+
+    # Registered synchronously right after the replay: no event can fall in between.
+    run.listeners.append(listener)
+
+
+class EventFollower:
+    """Async reader of one builder's events; any number of :meth:`follow` calls may run at once."""
+
+    def __init__(self, builder: ResponseBuilder) -> None:
+        self.builder = builder
+        self._changed = asyncio.Event()
+        builder.listeners.append(lambda _event: self._changed.set())
+
+    async def follow(self, after: int = -1) -> AsyncIterator[Event]:
+        """Events with ``sequence_number > after``, then live ones, up to the terminal event."""
+        position = max(after + 1, 0)
+        events = self.builder.events
+        while True:
+            while position < len(events):
+                event = events[position]
+                position += 1
+                yield event
+                if event["type"] in TERMINAL_EVENTS:
+                    return
+            if self.builder.done:
+                return
+            self._changed.clear()
+            if position < len(events):
+                continue
+            await self._changed.wait()
+
+
+async def sse_chunks(follower: EventFollower, after: int = -1) -> AsyncIterator[bytes]:
+    """The SSE body: every event as one chunk, then ``data: [DONE]``."""
+    async for event in follower.follow(after):
+        yield encode_event(event)
+    yield DONE_CHUNK

@@ -1,0 +1,133 @@
+"""Live reload over a real server: file changes reach open sockets as ``reload``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets.sync.client as ws_client
+from quart import Quart
+from websockets.exceptions import InvalidStatus
+
+from kernel.testing import AUTH_HEADERS
+from plugins.canvas_host.host import EXTENSION_KEY, CanvasHost
+
+MOUNT = "/__kernel__/canvas"
+# Longer than debounce (75 ms) plus watchfiles' step, with room for a busy machine.
+QUIET_SECONDS = 0.6
+
+
+def host_of(app: Quart) -> CanvasHost:
+    return app.extensions[EXTENSION_KEY]
+
+
+def wait_until_watching(host: CanvasHost, root: Path, poll: Callable[..., None]) -> None:
+    """The watcher registers its watches in a thread after startup: write until it reports."""
+    start = host.hub.broadcasts
+    n = 0
+
+    def changed() -> bool:
+        nonlocal n
+        n += 1
+        (root / "probe.txt").write_text(str(n))
+        time.sleep(0.05)
+        return host.hub.broadcasts > start
+
+    poll(changed, timeout=15, what="the canvas watcher to report a change")
+    time.sleep(QUIET_SECONDS)  # let the probe's batch drain before the real test
+
+
+def ws_url(base: str) -> str:
+    return base.replace("http://", "ws://") + f"{MOUNT}/ws"
+
+
+def test_file_change_sends_reload_to_every_socket(
+    canvas_app: Callable[..., Quart], root: Path, live_server: Callable, poll: Callable[..., None]
+) -> None:
+    app = canvas_app()
+    host = host_of(app)
+    with live_server(app) as base:
+        wait_until_watching(host, root, poll)
+        with ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS) as one, \
+                ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS) as two:
+            poll(lambda: host.hub.clients == 2, what="both sockets to subscribe")
+            with pytest.raises(TimeoutError):
+                one.recv(timeout=0.2)  # nothing changed: nothing sent
+            (root / "index.html").write_text("<body>v2</body>")
+            assert one.recv(timeout=5) == "reload"
+            assert two.recv(timeout=5) == "reload"
+            # A write through the API is a change too (its temp file is not a second one).
+            before = host.hub.broadcasts
+            resp = httpx.put(f"{base}{MOUNT}/files/app.js", content=b"let v = 3;", headers=AUTH_HEADERS)
+            assert resp.status_code == 201
+            assert one.recv(timeout=5) == "reload"
+            time.sleep(QUIET_SECONDS)
+            assert host.hub.broadcasts == before + 1
+        poll(lambda: host.hub.clients == 0, what="closed sockets to unsubscribe")
+
+
+def test_ignored_files_and_debounce(
+    canvas_app: Callable[..., Quart], root: Path, live_server: Callable, poll: Callable[..., None]
+) -> None:
+    app = canvas_app()
+    host = host_of(app)
+    (root / "node_modules").mkdir()
+    (root / ".git").mkdir()
+    with live_server(app) as base:
+        wait_until_watching(host, root, poll)
+        with ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS) as sock:
+            before = host.hub.broadcasts
+            for name in (".hidden", ".git/index", "node_modules/lib.js", "page.html~", ".page.html.swp", "4913",
+                         ".#page.html"):
+                (root / name).write_text("ignored")
+            time.sleep(QUIET_SECONDS)
+            assert host.hub.broadcasts == before
+            with pytest.raises(TimeoutError):
+                sock.recv(timeout=0.1)
+            # A burst of real changes is one reload, not twenty.
+            for i in range(20):
+                (root / f"burst{i}.css").write_text(f"p{{order:{i}}}")
+            assert sock.recv(timeout=5) == "reload"
+            time.sleep(QUIET_SECONDS)
+            assert host.hub.broadcasts - before <= 2
+
+
+def test_live_reload_off_means_no_socket_no_script_no_watcher(
+    canvas_app: Callable[..., Quart], root: Path, live_server: Callable
+) -> None:
+    (root / "index.html").write_text("<body>quiet</body>")
+    app = canvas_app(live_reload=False)
+    with live_server(app) as base:
+        assert host_of(app).watcher is None
+        page = httpx.get(f"{base}{MOUNT}/", headers=AUTH_HEADERS)
+        assert page.content == b"<body>quiet</body>"
+        with pytest.raises(InvalidStatus) as info:
+            ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS, open_timeout=5).close()
+        assert info.value.response.status_code == 404
+        # With live reload on, other socket paths below the mount are a clean 404 too.
+    with live_server(canvas_app()) as base:
+        with pytest.raises(InvalidStatus) as info:
+            ws_client.connect(base.replace("http://", "ws://") + f"{MOUNT}/wss", additional_headers=AUTH_HEADERS,
+                              open_timeout=5).close()
+        assert info.value.response.status_code == 404
+
+
+def test_watcher_starts_with_the_server_and_stops_cleanly(
+    canvas_app: Callable[..., Quart], root: Path, live_server: Callable, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="plugins.canvas_host")
+    app = canvas_app()
+    host = host_of(app)
+    assert host.watcher is None
+    with live_server(app):
+        watcher = host.watcher
+        assert watcher is not None and watcher.running
+        task = watcher._task
+    assert host.watcher is None
+    assert task is not None and task.done() and not task.cancelled()
+    assert task.exception() is None
+    assert "did not stop" not in caplog.text
