@@ -109,6 +109,19 @@ def _register_kernel_routes(app: Quart, kernel: Kernel) -> None:
 # --------------------------------------------------------------------------- per request
 
 
+def authenticated_principal(kernel: Kernel, headers: Any) -> str:
+    """The principal of the request's bearer secret; 401 when it is missing or wrong."""
+    principal = kernel.auth.principal_for(bearer_token(headers.get("authorization")))
+    if principal is None:
+        raise ApiError(
+            401,
+            "missing or invalid bearer secret; send 'Authorization: Bearer <token>'",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": 'Bearer realm="kernel"'},
+        )
+    return principal
+
+
 def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
     @app.before_request
     async def identify_and_authenticate() -> None:
@@ -120,15 +133,7 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
         if view is None or is_public(view):
             return
-        principal = kernel.auth.principal_for(bearer_token(request.headers.get("authorization")))
-        if principal is None:
-            raise ApiError(
-                401,
-                "missing or invalid bearer secret; send 'Authorization: Bearer <token>'",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": 'Bearer realm="kernel"'},
-            )
-        g.principal = principal
+        g.principal = authenticated_principal(kernel, request.headers)
 
     @app.before_websocket
     async def authenticate_websocket() -> None:
@@ -138,11 +143,7 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
         view = app.view_functions.get(websocket.endpoint) if websocket.endpoint else None
         if view is None or is_public(view):
             return
-        principal = kernel.auth.principal_for(bearer_token(websocket.headers.get("authorization")))
-        if principal is None:
-            raise ApiError(401, "missing or invalid bearer secret; send 'Authorization: Bearer <token>'",
-                           code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="kernel"'})
-        g.principal = principal
+        g.principal = authenticated_principal(kernel, websocket.headers)
 
     @app.after_request
     async def stamp_and_log(response: Response) -> Response:

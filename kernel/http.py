@@ -32,8 +32,12 @@ async def read_body(max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(max_bytes: int, *, require_object: bool = True) -> Any:
-    """Parse a JSON body: 415 unless ``application/json``, 413 past the limit, 400 if malformed."""
+async def read_json(max_bytes: int, *, require_object: bool = True, body: bytes | None = None) -> Any:
+    """Parse a JSON body: 415 unless ``application/json``, 413 past the limit, 400 if malformed.
+
+    ``body`` is the already-read body, for endpoints that need the raw bytes too
+    (signature checks); otherwise the body is read here within ``max_bytes``.
+    """
     ctype = request.headers.get("content-type", "")
     mime = ctype.split(";", 1)[0].strip().lower()
     if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
@@ -42,7 +46,7 @@ async def read_json(max_bytes: int, *, require_object: bool = True) -> Any:
             f"unsupported content type {mime or '(none)'!r}; send the body as application/json",
             code="unsupported_media_type",
         )
-    raw = await read_body(max_bytes)
+    raw = body if body is not None else await read_body(max_bytes)
     if not raw.strip():
         raise ApiError(400, "request body is empty; expected a JSON object", code="invalid_json")
     try:

@@ -43,16 +43,28 @@ def validate_session_key(key: str, *, param: str = "x-session-key") -> str:
     return key
 
 
-def derive_session_key(
+def requested_session_key(
     headers: Mapping[str, str], *, agent: str, surface: str, user: str | None
-) -> str:
-    """``x-session-key`` as given; else ``agent:<id>:<surface>-user:<user>``; else a fresh key."""
+) -> str | None:
+    """``x-session-key`` as given; else ``agent:<id>:<surface>-user:<user>``; else None.
+
+    None means the request asked for no session: endpoints that keep history only
+    when asked (OpenAI-style surfaces) run such a turn without one.
+    """
     given = headers.get("x-session-key")
     if given is not None:
         return validate_session_key(given)
     if user:
         return validate_session_key(f"agent:{agent}:{surface}-user:{user}", param="user")
-    return f"agent:{agent}:{surface}:{uuid.uuid4().hex}"
+    return None
+
+
+def derive_session_key(
+    headers: Mapping[str, str], *, agent: str, surface: str, user: str | None
+) -> str:
+    """Like :func:`requested_session_key`, but a fresh key when the request names none."""
+    key = requested_session_key(headers, agent=agent, surface=surface, user=user)
+    return key if key is not None else f"agent:{agent}:{surface}:{uuid.uuid4().hex}"
 
 
 def main_session_key(agent: str) -> str:

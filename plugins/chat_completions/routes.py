@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, g, request
@@ -15,7 +15,7 @@ from kernel import ApiError, Failed, Finished, RunError, RunEvent
 from kernel.agents import MODEL_PREFIXES
 from kernel.http import read_json
 from kernel.media import MediaLoader
-from kernel.sessions import validate_session_key
+from kernel.sessions import requested_session_key
 from kernel.streaming import sse_response
 from plugins.chat_completions.encode import CANCELLED, ChunkEncoder, completion_body, completion_id
 from plugins.chat_completions.fields import opt
@@ -42,7 +42,7 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
         agent = kernel.agents.resolve(model, request.headers)
         parsed = await parse_request(body, agent=agent.name, media=MediaLoader(settings.media))
         turn = parsed.turn
-        turn.session_key = session_key(request.headers, agent.name, turn.user)
+        turn.session_key = requested_session_key(request.headers, agent=agent.name, surface=SURFACE, user=turn.user)
         if model and not _names_agent(kernel, model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
@@ -95,16 +95,6 @@ def agent_name_of(model_id: str) -> str:
         if model_id.startswith(prefix):
             return model_id[len(prefix):]
     return model_id
-
-
-def session_key(headers: Mapping[str, str], agent: str, user: str | None) -> str | None:
-    """``x-session-key``; else a per-user key when ``user`` is set; else no session (nothing kept)."""
-    given = headers.get("x-session-key")
-    if given is not None:
-        return validate_session_key(given)
-    if user:
-        return validate_session_key(f"agent:{agent}:{SURFACE}-user:{user}", param="user")
-    return None
 
 
 def run_error(error: RunError) -> ApiError:

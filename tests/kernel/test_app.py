@@ -6,10 +6,13 @@ import logging
 
 import httpx
 import pytest
-from quart import Blueprint, jsonify
+from quart import Blueprint, jsonify, websocket
+from websockets.exceptions import InvalidStatus
+from websockets.sync import client as ws_client
 
 from kernel import ApiError, hookimpl
 from kernel.app import route_table
+from kernel.auth import public
 from kernel.testing import AUTH_HEADERS, TEST_TOKEN
 
 EXAMPLE = {"plugins": {"example": {"enabled": True, "max_body_bytes": 64}}}
@@ -240,3 +243,46 @@ def test_a_real_server_answers_over_http(make_app, live_server):
         assert hello.headers["content-type"] == "application/json"
         missing = client.delete("/-/plugins")
         assert missing.status_code == 405 and missing.headers["allow"] == "GET, HEAD"
+
+
+class Sockets:
+    """A test plugin with one WebSocket that needs the gateway secret and one @public one."""
+
+    @hookimpl
+    def register_routes(self, kernel, settings):
+        bp = Blueprint("sockets", __name__)
+
+        async def guarded():
+            await websocket.accept()
+            await websocket.send("hello")
+
+        @public
+        async def open_socket():
+            await websocket.accept()
+            await websocket.send("anyone")
+
+        bp.add_websocket("/sockets/guarded", "guarded", guarded)
+        bp.add_websocket("/sockets/open", "open", open_socket)
+        return [bp]
+
+
+def test_websockets_need_the_gateway_secret_unless_public(make_app, live_server):
+    app = make_app(extra_plugins={"sockets": Sockets()})
+    with live_server(app) as base:
+        url = base.replace("http://", "ws://")
+        with pytest.raises(InvalidStatus) as refused:
+            ws_client.connect(f"{url}/sockets/guarded")
+        assert refused.value.response.status_code == 401
+        with pytest.raises(InvalidStatus) as wrong:
+            ws_client.connect(f"{url}/sockets/guarded", additional_headers={"Authorization": "Bearer nope"})
+        assert wrong.value.response.status_code == 401
+        with ws_client.connect(f"{url}/sockets/guarded", additional_headers=AUTH_HEADERS) as sock:
+            assert sock.recv(timeout=5) == "hello"
+        with ws_client.connect(f"{url}/sockets/open") as sock:
+            assert sock.recv(timeout=5) == "anyone"
+
+
+def test_route_table_labels_websockets(make_app):
+    rows = {row["path"]: row for row in route_table(make_app(extra_plugins={"sockets": Sockets()}))}
+    assert rows["/sockets/guarded"] == {"methods": "WS", "path": "/sockets/guarded", "plugin": "sockets"}
+    assert rows["/-/health"]["methods"] == "GET"
