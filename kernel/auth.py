@@ -116,7 +116,8 @@ class Authenticator:
         if path.exists():
             return path.read_text(encoding="utf-8").strip()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
+        # "kt_" + hex: never starts with "-" (breaks CLI flags) and is easy to spot in a leak scan.
+        token = "kt_" + secrets.token_hex(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(token + "\n")

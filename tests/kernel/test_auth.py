@@ -99,6 +99,7 @@ def test_the_generated_token_is_private_reused_and_announced_once(tmp_path, caps
     token_file = tmp_path / "state" / "token"
     assert auth.generated is True
     assert len(auth.main_secret) >= 32
+    assert auth.main_secret.startswith("kt_")  # never "-...", which CLIs would read as a flag
     assert token_file.read_text(encoding="utf-8").strip() == auth.main_secret
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     assert auth.principal_for(auth.main_secret) == "default"
