@@ -102,6 +102,9 @@ class Engine:
             return
         started = time.perf_counter()
         cfg = self.config
+        # Said before the work: a big GGUF on a slow disk can take a while, and a log that
+        # only speaks once loading is done leaves a start-up looking hung.
+        log.info("loading %s ...", cfg.path)
         llm = Llama(model_path=str(cfg.path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
                     n_threads_batch=cfg.n_threads, verbose=False)
         template = cfg.chat_template or llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE

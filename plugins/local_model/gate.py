@@ -81,6 +81,12 @@ class Gate:
         self.busy = False
         self._lock.release()
 
+    def forfeit(self) -> None:
+        """Give back an admitted run's place when it ends before joining the queue
+        (its model failed to load, or it was cancelled while the model loaded); without
+        this the place would stay taken until the reservation expired."""
+        self._take_reservation()
+
     def _take_reservation(self) -> bool:
         self._expire()
         if self._reserved:

@@ -114,7 +114,11 @@ class LocalModelProvider:
 
     async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
         """Generate the turn's answer in the worker thread, yielding events as they come."""
-        await self._ensure_loaded()
+        try:
+            await self._ensure_loaded()
+        except BaseException:
+            self.gate.forfeit()
+            raise
         try:
             await self.gate.acquire()
         except Saturated as exc:

@@ -179,8 +179,8 @@ class UpstreamProvider:
             if deadline is not None and loop.time() + wait >= deadline:
                 raise ProviderError(failure)
             attempt += 1
-            log.warning("%s: %s; retry %d/%d in %.2fs", self.label, failure.message, attempt,
-                        opts.max_retries, wait)
+            # failure.message already names the provider and the upstream host.
+            log.warning("%s; retry %d/%d in %.2fs", failure.message, attempt, opts.max_retries, wait)
             await asyncio.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:

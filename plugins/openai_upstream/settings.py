@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+# RFC 9110 field names are tokens; values may not hold control characters (CR/LF would
+# split the request). httpx only finds out when it sends, and then every retry fails.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class UpstreamOptions(BaseModel):
@@ -59,6 +65,28 @@ class UpstreamOptions(BaseModel):
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:11434/v1, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A key read from a file or .env often ends in a newline: trim it rather than fail.
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not key or _CONTROL.search(key):
+            # Never echo the key itself.
+            raise ValueError("must be a non-empty key without control characters (check the variable's value)")
+        return SecretStr(key)
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name (letters, digits and -, no spaces)")
+            if _CONTROL.search(text):
+                raise ValueError(f"the value of header {name!r} contains a line break or control character")
+        return value
 
     @property
     def host(self) -> str:

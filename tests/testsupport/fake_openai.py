@@ -13,7 +13,8 @@ Replies are consumed one per ``POST /v1/chat/completions``, in order; when the s
 is empty the ``default`` reply is used (or a 500 that says the script ran out).
 ``GET /v1/models`` lists ``fake-model``. A reply can stream slowly (``delay``), stop
 in the middle and drop the connection (``end="drop"``), stall (``end="hang"``), or
-never answer at all (:func:`hang_reply`). ``RecordedRequest.disconnected`` is set
+never answer at all (:func:`hang_reply`), or close the connection without answering
+(:func:`reset_reply`). ``RecordedRequest.disconnected`` is set
 when the client goes away before its reply was complete, which is how tests prove
 that cancellation closes the upstream request.
 """
@@ -44,7 +45,8 @@ class Reply:
     ``pieces`` are written one by one (each an HTTP chunk), ``delay`` seconds apart;
     ``end`` says what happens after the last piece: ``complete`` ends the body,
     ``drop`` aborts the TCP connection without ending it, ``hang`` keeps it open and
-    silent until the client leaves. ``hang_before_headers`` never sends a response.
+    silent until the client leaves. ``hang_before_headers`` never sends a response;
+    ``reset_before_headers`` aborts the connection as soon as the request is read.
     """
 
     status: int = 200
@@ -53,6 +55,7 @@ class Reply:
     delay: float = 0.0
     end: Literal["complete", "drop", "hang"] = "complete"
     hang_before_headers: bool = False
+    reset_before_headers: bool = False
 
 
 def sse_bytes(event: dict[str, Any] | str | bytes) -> bytes:
@@ -95,6 +98,12 @@ def json_reply(body: Any, *, status: int = 200, headers: dict[str, str] | None =
 def hang_reply() -> Reply:
     """Accept the request and never answer."""
     return Reply(hang_before_headers=True)
+
+
+def reset_reply() -> Reply:
+    """Read the request, then abort the connection without a response (a crashed or
+    restarting server: the client sees a connection error before any byte)."""
+    return Reply(reset_before_headers=True)
 
 
 # --------------------------------------------------------------------------- chunks
@@ -378,6 +387,9 @@ class FakeOpenAI:
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> bool:
         if reply.hang_before_headers:
             await asyncio.Event().wait()  # until the client leaves or the server stops
+        if reply.reset_before_headers:
+            writer.transport.abort()
+            return False
         headers = list(reply.headers.items())
         if reply.end == "complete" and len(reply.pieces) == 1:
             headers.append(("content-length", str(len(reply.pieces[0]))))

@@ -67,7 +67,6 @@ def test_relative_model_path_is_read_next_to_plugins_toml(make_app: Any, tmp_pat
     assert provider.model_path == tmp_path / "models" / "mine.gguf"
 
 
-
 async def test_a_file_that_is_not_a_model_fails_runs_with_a_clear_500(make_app: Any, tmp_path: Path) -> None:
     (tmp_path / "broken.gguf").write_bytes(b"this is not a GGUF file")
     app = local_app(make_app, model_path="broken.gguf", load="first_use")
@@ -79,6 +78,20 @@ async def test_a_file_that_is_not_a_model_fails_runs_with_a_clear_500(make_app: 
         assert result.error.status == 500 and result.error.code == "model_load_failed"
         assert "broken.gguf" in result.error.message and "'local'" in result.error.message
         assert not kernel.providers["local"].gate.busy  # nothing is left holding the model
+
+
+async def test_a_failed_load_gives_back_the_queue_place_it_was_admitted_with(make_app: Any, tmp_path: Path) -> None:
+    """With max_queue = 0 there is one place; a run whose load failed must not keep it
+    (the next request would get 429 "busy" instead of the real error for 30 s)."""
+    (tmp_path / "broken.gguf").write_bytes(b"this is not a GGUF file")
+    app = local_app(make_app, model_path="broken.gguf", load="first_use", max_queue=0)
+    async with app.test_app():
+        kernel = app.extensions["kernel"]
+        for _ in range(3):
+            run = kernel.runs.start(Turn(agent="main", input=[Message("user", [TextPart("hi")])]))
+            result = await run.wait()
+            assert result.error is not None and result.error.code == "model_load_failed"
+        assert kernel.providers["local"].gate.occupancy() == 0
 
 
 async def test_a_file_that_is_not_a_model_stops_startup_when_loading_at_startup(make_app: Any,

@@ -121,6 +121,40 @@ async def test_streams_a_short_answer_with_finish_reason_and_usage(kernel: Any) 
     assert result.usage == usage
 
 
+async def test_first_text_streams_while_the_model_is_still_generating(kernel: Any) -> None:
+    # The grammar forbids ending before ~1500 characters, so when the first delta arrives
+    # the generation job must still be running: text is not sent after the fact.
+    provider = provider_of(kernel)
+    run = kernel.runs.start(ask("Write a very long story.", limits=Limits(max_output_tokens=1000),
+                                response_format=ENDLESS))
+    async for ev in run.events():
+        if isinstance(ev, TextDelta):
+            break
+    assert provider.gate.busy and provider._jobs and not run.done
+    run.cancel()
+    await run.wait()
+    await asyncio.wait_for(provider.idle(), timeout=10)
+
+
+async def test_the_answer_ends_at_the_end_of_turn_token(kernel: Any) -> None:
+    _, result = await events_of(kernel, ask("Name a colour.", limits=Limits(temperature=0, max_output_tokens=200)))
+    # Stopped by the model's own end-of-turn token, long before the budget, and the
+    # template's special tokens never leak into the text.
+    assert (result.status, result.finish_reason) == ("completed", "stop")
+    assert 0 < result.usage.output_tokens < 100 and result.text.strip()
+    assert "<|im_end|>" not in result.text and "<|im_start|>" not in result.text
+
+
+async def test_prompts_use_the_chat_template_stored_in_the_gguf(kernel: Any) -> None:
+    engine = provider_of(kernel).engine
+    template = engine.llm.metadata["tokenizer.chat_template"]
+    assert "SmolLM" in template  # SmolLM2's own, not the ChatML fallback
+    prompt = engine.llm.detokenize(engine.render([{"role": "user", "content": "Hello"}]), special=True).decode()
+    # SmolLM2's template adds its default system message when there is none.
+    assert prompt == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                      "<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
+
+
 async def test_max_output_tokens_ends_with_length(kernel: Any) -> None:
     _, result = await events_of(kernel, ask("Tell me a long story about a dragon.", limits=Limits(max_output_tokens=5)))
     assert result.status == "incomplete" and result.finish_reason == "length"

@@ -32,6 +32,12 @@ def test_plugin_registers_the_kind_and_each_table_is_an_instance(tmp_path):
     ({"base_url": "ftp://example.com"}, "[providers.up] base_url: Value error, must be an http(s) URL"),
     ({"base_url": "http://127.0.0.1:9/v1", "max_retries": -1}, "[providers.up] max_retries:"),
     ({"base_url": "http://127.0.0.1:9/v1", "timeout": 5}, "[providers.up] unknown key 'timeout'; valid keys:"),
+    ({"base_url": "http://127.0.0.1:9/v1", "headers": {"X Title": "a"}},
+     "[providers.up] headers: Value error, 'X Title' is not a valid HTTP header name"),
+    ({"base_url": "http://127.0.0.1:9/v1", "headers": {"X-Title": "a\r\nX-Evil: 1"}},
+     "[providers.up] headers: Value error, the value of header 'X-Title' contains a line break"),
+    ({"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-one\nsk-two"},
+     "[providers.up] api_key: Value error, must be a non-empty key without control characters"),
 ])
 def test_invalid_tables_name_the_key(make_app, options, expected):
     config = upstream_config("http://127.0.0.1:9/v1")
@@ -39,6 +45,7 @@ def test_invalid_tables_name_the_key(make_app, options, expected):
     with pytest.raises(ConfigError) as info:
         make_app(config)
     assert expected in str(info.value)
+    assert "sk-two" not in str(info.value)  # a rejected key is never echoed
 
 
 def test_base_url_is_required(make_app):
@@ -46,3 +53,9 @@ def test_base_url_is_required(make_app):
     del config["providers"]["up"]["base_url"]
     with pytest.raises(ConfigError, match=r"\[providers.up\] base_url: Field required"):
         make_app(config)
+
+
+def test_api_key_read_with_a_trailing_newline_is_trimmed(make_app):
+    config = upstream_config("http://127.0.0.1:9/v1", api_key="sk-from-a-file\n")
+    provider = get_kernel(make_app(config)).providers["up"]
+    assert provider.options.api_key.get_secret_value() == "sk-from-a-file"

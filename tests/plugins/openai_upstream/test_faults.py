@@ -11,6 +11,7 @@ from testsupport.fake_openai import (
     chunk,
     error_reply,
     hang_reply,
+    reset_reply,
     stream_reply,
     text_chunks,
 )
@@ -114,16 +115,40 @@ async def test_429_retries_exhausted_keeps_429(upstream_app, fake, user_turn, ru
     assert (result.error.status, len(fake.chat_requests)) == (429, 2)
 
 
-async def test_connection_refused_is_retried_then_502(make_app, user_turn, run_turn):
+async def test_connection_refused_is_retried_then_502(make_app, user_turn, run_turn, caplog):
     from .conftest import upstream_config
 
+    caplog.set_level(logging.WARNING, logger="plugins.openai_upstream")
     port = free_port()  # nothing listens there
-    app = make_app(upstream_config(f"http://127.0.0.1:{port}/v1", max_retries=1))
+    app = make_app(upstream_config(f"http://127.0.0.1:{port}/v1", max_retries=2))
     async with app.test_app():
         _, result = await run_turn(app, user_turn())
     err = result.error
     assert (err.status, err.code) == (502, "upstream_connection_error")
     assert err.message.startswith(f"provider 'up' (127.0.0.1:{port}): request failed before a response: ConnectError")
+    retries = [r.getMessage() for r in caplog.records if "request failed before a response" in r.getMessage()]
+    assert [m.split("; ")[-1].split(" in ")[0] for m in retries] == ["retry 1/2", "retry 2/2"]
+    assert all(m.count("provider 'up'") == 1 for m in retries)  # named once, with its host
+
+
+async def test_connection_reset_before_the_response_is_retried(upstream_app, fake, user_turn, run_turn):
+    app = upstream_app(max_retries=2)
+    fake.script(reset_reply(), reset_reply(), stream_reply(text_chunks("third time lucky")))
+    async with app.test_app():
+        _, result = await run_turn(app, user_turn())
+    assert (result.status, result.text) == ("completed", "third time lucky")
+    assert len(fake.chat_requests) == 3 and len({r.body for r in fake.chat_requests}) == 1
+
+
+async def test_connection_resets_past_max_retries_fail_with_502(upstream_app, fake, user_turn, run_turn):
+    app = upstream_app(max_retries=1)
+    fake.script(reset_reply(), reset_reply(), stream_reply(text_chunks("never asked for")))
+    async with app.test_app():
+        _, result = await run_turn(app, user_turn())
+    err = result.error
+    assert (err.status, err.code) == (502, "upstream_connection_error")
+    assert err.message.startswith(f"{label(fake)}: request failed before a response: RemoteProtocolError")
+    assert len(fake.chat_requests) == 2
 
 
 # --------------------------------------------------------------------------- timeouts

@@ -18,6 +18,7 @@ from testsupport.fake_openai import (
     error_reply,
     hang_reply,
     json_reply,
+    reset_reply,
     stream_reply,
     text_chunks,
     tool_call_chunks,
@@ -46,7 +47,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with FakeOpenAI() as fake:
         config = merge(default_config(tmp / "state"), upstream_config(fake.base_url, read_timeout=30))
         config = merge(config, {
-            "plugins": {"chat_completions": {"enabled": True}},
+            # expose_reasoning: the upstream's reasoning comes back as reasoning_content.
+            "plugins": {"chat_completions": {"enabled": True, "expose_reasoning": True}},
             # A second instance of the same kind, impatient and without retries.
             "providers": {"impatient": {"kind": "openai_upstream", "base_url": fake.base_url,
                                         "model": "small", "read_timeout": 0.3, "max_retries": 0}},
@@ -192,3 +194,67 @@ def test_server_ignoring_stream_answers_json(gw):
     chunks = list(gw.sdk.chat.completions.create(
         model="agent:main", messages=[{"role": "user", "content": "x"}], stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "whole"
+
+
+def stream_chunks(gw: Gateway, **body) -> list[dict]:
+    """A raw streamed request (no SDK), every data payload decoded; ends with [DONE]."""
+    with httpx.Client(base_url=gw.base, headers=AUTH_HEADERS, timeout=30) as http, http.stream(
+            "POST", "/v1/chat/completions", json={"model": "agent:main", "stream": True,
+                                                  "messages": [{"role": "user", "content": "x"}], **body}) as resp:
+        assert resp.status_code == 200
+        datas = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert datas[-1] == "[DONE]"
+    return [json.loads(d) for d in datas[:-1]]
+
+
+def test_reasoning_streams_as_reasoning_content(gw):
+    gw.fake.script(stream_reply(text_chunks("42", reasoning=["Let me ", "think."], reasoning_field="reasoning",
+                                            usage_=usage(5, 9, reasoning=6))))
+    payloads = stream_chunks(gw, stream_options={"include_usage": True})
+    deltas = [p["choices"][0]["delta"] for p in payloads if p.get("choices")]
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == "Let me think."
+    assert "".join(d.get("content") or "" for d in deltas) == "42"
+    assert payloads[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] == 6
+
+
+@pytest.mark.parametrize("reason", ["length", "content_filter"])
+def test_length_and_content_filter_finish_reasons(gw, reason):
+    gw.fake.script(stream_reply(text_chunks("cut", finish_reason=reason)))
+    result = gw.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "x"}])
+    assert result.choices[0].finish_reason == reason and result.choices[0].message.content == "cut"
+
+
+def test_upstream_500_and_reset_are_retried_then_answer(gw):
+    gw.fake.script(error_reply(500, "oops", type="server_error"), reset_reply(), stream_reply(text_chunks("ok")))
+    result = gw.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "x"}])
+    assert result.choices[0].message.content == "ok" and len(gw.fake.chat_requests) == 3
+
+
+def test_upstream_5xx_past_the_retries_is_a_502_naming_the_upstream(gw):
+    gw.fake.script(*[error_reply(500, "internal failure", type="server_error")] * 3)
+    with pytest.raises(openai.InternalServerError) as info:
+        gw.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert info.value.status_code == 502 and info.value.code == "upstream_error"
+    assert info.value.body["message"] == (f"provider 'up' (127.0.0.1:{gw.fake.port}) answered HTTP 500: "
+                                          "internal failure")
+
+
+def test_upstream_429_retry_after_is_waited_for_then_answers(gw):
+    gw.fake.script(error_reply(429, "slow down", type="rate_limit_error", retry_after=0.4),
+                   stream_reply(text_chunks("after the wait")))
+    result = gw.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "x"}])
+    assert result.choices[0].message.content == "after the wait"
+    first, second = gw.fake.chat_requests
+    assert second.received_at - first.received_at >= 0.4
+
+
+def test_malformed_chunk_mid_stream_keeps_the_text_then_reports_the_error(gw):
+    gw.fake.script(stream_reply([chunk({"content": "ok so far"}), "{not json", chunk({"content": "never"})],
+                                end="hang"))
+    payloads = stream_chunks(gw)
+    text = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p.get("choices"))
+    assert text == "ok so far"
+    error = payloads[-1]["error"]
+    assert error["code"] == "upstream_bad_response"
+    assert error["message"].startswith(f"provider 'up' (127.0.0.1:{gw.fake.port}): sent a malformed stream chunk")
+    assert gw.fake.chat_requests[0].disconnected.wait(10)

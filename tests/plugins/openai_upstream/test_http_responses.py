@@ -15,6 +15,8 @@ from testsupport.fake_openai import (
     FakeOpenAI,
     chunk,
     error_reply,
+    hang_reply,
+    reset_reply,
     stream_reply,
     text_chunks,
     tool_call_chunks,
@@ -65,7 +67,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp: Path = tmp_path_factory.mktemp("upstream-responses")
     with FakeOpenAI() as fake:
         config = merge(default_config(tmp / "state"), upstream_config(fake.base_url, read_timeout=30))
-        config = merge(config, {"plugins": {"openresponses": {"enabled": True}}})
+        config = merge(config, {
+            "plugins": {"openresponses": {"enabled": True}},
+            # A second instance of the kind: impatient, for timeouts.
+            "providers": {"impatient": {"kind": "openai_upstream", "base_url": fake.base_url, "model": "small",
+                                        "read_timeout": 0.3, "max_retries": 0}},
+            "agents": {"impatient": {"provider": "impatient"}},
+        })
         app = build_app(config, tmp / "plugins.toml")
         with serve_in_thread(app) as base:
             gw = Gateway(base, fake)
@@ -231,3 +239,80 @@ def test_openai_sdk_streams_through_the_gateway(gw):
     assert deltas == ["Hello", " SDK"] and final.output_text == "Hello SDK"
     # A plain model name is the upstream model.
     assert gw.fake.chat_requests[0].json["model"] == "gpt-4.1-mini"
+
+
+def test_content_filter_finish_is_an_incomplete_response(gw):
+    gw.fake.script(stream_reply(text_chunks("I can", finish_reason="content_filter")))
+    body = gw.post({"input": "something"}).json()
+    assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "content_filter"}
+    assert body["output"][0]["content"][0]["text"] == "I can"
+
+
+def test_upstream_500_is_retried_then_answers(gw):
+    gw.fake.script(error_reply(500, "oops", type="server_error"), reset_reply(),
+                   stream_reply(text_chunks("recovered")))
+    resp = gw.post({"input": "x"})
+    assert resp.status_code == 200 and resp.json()["output"][0]["content"][0]["text"] == "recovered"
+    assert len(gw.fake.chat_requests) == 3  # max_retries = 2
+
+
+def test_upstream_5xx_past_the_retries_is_a_502_naming_the_upstream(gw):
+    gw.fake.script(*[error_reply(503, "model is overloaded", type="server_error")] * 3)
+    resp = gw.post({"input": "x"})
+    assert resp.status_code == 502
+    error = resp.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert error["message"] == f"provider 'up' (127.0.0.1:{gw.fake.port}) answered HTTP 503: model is overloaded"
+
+
+def test_upstream_429_retry_after_is_waited_for_then_answers(gw):
+    gw.fake.script(error_reply(429, "Rate limit reached", type="rate_limit_error", retry_after=0.4),
+                   stream_reply(text_chunks("after the wait")))
+    events = gw.stream({"input": "x"})
+    assert events[-1]["type"] == "response.completed"
+    assert "".join(e["delta"] for e in of(events, "response.output_text.delta")) == "after the wait"
+    first, second = gw.fake.chat_requests
+    assert second.received_at - first.received_at >= 0.4
+
+
+def test_upstream_hang_is_a_504(gw):
+    gw.fake.script(hang_reply())
+    resp = gw.post({"model": "agent:impatient", "input": "x"})
+    assert resp.status_code == 504
+    error = resp.json()["error"]
+    assert error["code"] == "upstream_timeout"
+    assert error["message"] == (f"provider 'impatient' (127.0.0.1:{gw.fake.port}): "
+                                "sent no response within read_timeout = 0.3s")
+    assert gw.fake.chat_requests[0].disconnected.wait(10)  # the hung request was closed
+
+
+def test_stall_mid_stream_fails_keeping_the_streamed_text(gw):
+    gw.fake.script(stream_reply([chunk({"content": "Hel"}), chunk({"content": "lo"})], end="hang"))
+    events = gw.stream({"model": "agent:impatient", "input": "x"})
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    failed = events[-1]["response"]
+    assert failed["error"]["code"] == "upstream_timeout" and "stream stalled" in failed["error"]["message"]
+    assert failed["output"][0]["content"][0]["text"] == "Hello"
+
+
+def test_malformed_chunk_mid_stream_fails_keeping_the_streamed_text(gw):
+    gw.fake.script(stream_reply([chunk({"content": "ok so far"}), '{"choices": [{"delta": {"content": "x"'],
+                                end="hang"))
+    events = gw.stream({"input": "x"})
+    assert "".join(e["delta"] for e in of(events, "response.output_text.delta")) == "ok so far"
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    failed = events[-1]["response"]
+    assert failed["error"]["code"] == "upstream_bad_response"
+    assert failed["error"]["message"].startswith(
+        f"provider 'up' (127.0.0.1:{gw.fake.port}): sent a malformed stream chunk after 1 good chunk(s) (not JSON:")
+    assert failed["output"][0]["content"][0]["text"] == "ok so far"
+    assert gw.fake.chat_requests[0].disconnected.wait(10)
+
+
+def test_malformed_chunk_without_streaming_is_a_502_with_the_partial_output(gw):
+    gw.fake.script(stream_reply([chunk({"content": "partial"}), "not json at all"]))
+    resp = gw.post({"input": "x"})
+    assert resp.status_code == 502
+    body = resp.json()
+    assert body["status"] == "failed" and body["error"]["code"] == "upstream_bad_response"
+    assert body["output"][0]["content"][0]["text"] == "partial"
