@@ -108,10 +108,10 @@ class LiveResponse:
         log.warning("response %s: %s", self.id, reason)
         await self._store.discard(self.id, reason)
 
-    async def wait_settled(self, timeout: float | None) -> bool:
-        """Wait until the response is fully stored; False if ``timeout`` passed first."""
+    async def wait_settled(self, seconds: float | None) -> bool:
+        """Wait until the response is fully stored; False if ``seconds`` passed first."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self.settled.wait()
         except TimeoutError:
             return False
@@ -131,6 +131,10 @@ class LiveRegistry:
         """The live response if it exists and belongs to ``owner``."""
         live = self._by_id.get(response_id)
         return live if live is not None and live.owner == owner else None
+
+    def entry(self, response_id: str) -> LiveResponse | None:
+        """The live response whoever owns it (for the store itself, never for a caller)."""
+        return self._by_id.get(response_id)
 
     def forget(self, live: LiveResponse) -> None:
         if self._by_id.get(live.id) is live:

@@ -22,16 +22,17 @@ from typing import TYPE_CHECKING
 
 from kernel import ApiError, Item
 from kernel.auth import DEFAULT_PRINCIPAL
+from plugins.openresponses.batching import RecordWriter
 from plugins.openresponses.item_views import chain_items, find_in_link, model_input, wire_input_items
 from plugins.openresponses.live import LiveRegistry, LiveResponse
+from plugins.openresponses.replay import salvage_output
 from plugins.openresponses.retention import Sweeper
 from plugins.openresponses.settings import OpenResponsesSettings
-from plugins.openresponses.storage import ResponseRecord, ResponseStore, SqliteResponseStore
+from plugins.openresponses.storage import ResponseRecord, ResponseStore
 from plugins.openresponses.stored import StoredResponses
 
 if TYPE_CHECKING:
     from kernel.runs import Run
-    from kernel.runtime import Kernel
     from plugins.openresponses.builder import ResponseBuilder
     from plugins.openresponses.request import ParsedRequest
 
@@ -39,8 +40,8 @@ log = logging.getLogger("plugins.openresponses")
 
 RESTART_MESSAGE = "the server restarted while this response was in progress; nothing more will come of it"
 ACTIVE_STATUSES = ("queued", "in_progress")
-# At shutdown, pending writes get this long after runs drained.
-STOP_WRITES_SECONDS = 5.0
+# How long a finished response's last writes are waited for (at shutdown, after runs drained).
+WRITE_WAIT_SECONDS = 5.0
 
 
 def owner_of(principal: str | None) -> str:
@@ -54,9 +55,10 @@ class PersistentResponses(StoredResponses):
     persists = True
     supports_background = True
 
-    def __init__(self, kernel: Kernel, settings: OpenResponsesSettings, store: ResponseStore | None = None) -> None:
+    def __init__(self, settings: OpenResponsesSettings, store: ResponseStore) -> None:
         self.settings = settings
-        self.store: ResponseStore = store or SqliteResponseStore(kernel.store)
+        self.store = store
+        self.writer = RecordWriter(store)
         self.live = LiveRegistry()
         self._sweeper: Sweeper | None = None
         # Plain JSON responses are written once complete (settle); dropped with their builder.
@@ -66,7 +68,7 @@ class PersistentResponses(StoredResponses):
 
     async def start(self) -> None:
         await self.store.open()
-        failed = await self.store.fail_interrupted(RESTART_MESSAGE)
+        failed = await self.store.fail_interrupted(RESTART_MESSAGE, salvage_output)
         if failed:
             log.warning("marked %d stored response(s) interrupted by a restart as failed", failed)
         retention = self.settings.retention_seconds
@@ -80,9 +82,10 @@ class PersistentResponses(StoredResponses):
         # Runs have drained (finished or cancelled): let their last writes land.
         pending = [asyncio.ensure_future(live.settled.wait()) for live in self.live.all()]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=STOP_WRITES_SECONDS)
+            _, late = await asyncio.wait(pending, timeout=WRITE_WAIT_SECONDS)
             for waiter in late:
                 waiter.cancel()
+        await self.writer.close()
 
     async def sweep(self, now: float | None = None) -> int:
         """Delete responses older than the retention (what the periodic task does); returns the count."""
@@ -97,18 +100,21 @@ class PersistentResponses(StoredResponses):
         owner = owner_of(principal)
         live = self.live.get(response_id, owner)
         if live is not None and not live.settled.is_set():
-            wait = self.settings.chain_wait_seconds
+            # A finished response still being written is as good as stored: wait for the
+            # write (quick) whatever chain_wait_seconds says; a running one waits that long.
+            wait = WRITE_WAIT_SECONDS if live.builder.done else self.settings.chain_wait_seconds
             if not (wait > 0 and await live.wait_settled(wait)):
                 raise _in_progress(response_id, wait)
+        await self.writer.wait(response_id)
         links = await self.store.history(response_id, owner)
         if not links:
-            raise ApiError(404, f"previous response {response_id!r} was not found (it may have been deleted or "
+            raise ApiError(404, f"previous_response_id {response_id!r} was not found (it may have been deleted or "
                            "expired, or belong to another API key)", param="previous_response_id",
                            code="previous_response_not_found")
         head = links[-1]
         if not head.stored:
             why = head.not_stored_reason or "it was created with store: false"
-            raise ApiError(400, f"previous response {response_id!r} cannot be chained: it was not stored ({why}); "
+            raise ApiError(400, f"previous_response_id {response_id!r} cannot be chained: it was not stored ({why}); "
                            "send the conversation as input instead", param="previous_response_id",
                            code="previous_response_not_stored")
         if head.status in ACTIVE_STATUSES:
@@ -139,11 +145,11 @@ class PersistentResponses(StoredResponses):
             self._deferred[builder] = record
             return
         if not params.store:
-            await self.store.create(record)  # a tombstone: chaining onto it gets a clear 400
+            self.writer.submit(record)  # a tombstone, so chaining onto it gets a clear 400; not awaited
             return
         builder.record_events = True
         record.resource = {**builder.resource(), "status": record.status}
-        written = await self.store.create(record)
+        written = await self.writer.submit(record)  # the event log's rows need it
         live = LiveResponse(builder, run, owner=owner, background=request.background, store=self.store,
                             max_bytes=self.settings.max_stored_bytes, stored_bytes=written,
                             on_settled=self.live.forget)
@@ -153,16 +159,25 @@ class PersistentResponses(StoredResponses):
     async def settle(self, builder: ResponseBuilder) -> None:
         record = self._deferred.pop(builder, None)
         if record is None:
+            live = self.live.entry(builder.id)
+            if live is not None:
+                await live.wait_settled(WRITE_WAIT_SECONDS)
             return
-        if record.stored:
-            resource = builder.resource()
-            record.status, record.resource, record.output_items = builder.status, resource, resource["output"]
-        written = await self.store.create(record)
-        if record.stored and written > self.settings.max_stored_bytes:
+        if not record.stored:
+            self.writer.submit(record)  # readers of the id wait for it: no need to hold the answer
+            return
+        resource = builder.resource()
+        record.status, record.resource, record.output_items = builder.status, resource, resource["output"]
+        written = await self.writer.submit(record)
+        if written > self.settings.max_stored_bytes:
             reason = (f"it is {written} bytes, over [plugins.openresponses] max_stored_bytes = "
                       f"{self.settings.max_stored_bytes}; it was answered but not kept")
             log.warning("response %s: %s", record.id, reason)
             await self.store.discard(record.id, reason)
+
+    async def written(self, response_id: str) -> None:
+        """Return once a record queued for ``response_id`` (if any) is in the store."""
+        await self.writer.wait(response_id)
 
     def _check_input_size(self, record: ResponseRecord) -> None:
         size = len(json.dumps(record.input_items, ensure_ascii=False)) + len(
@@ -176,6 +191,6 @@ class PersistentResponses(StoredResponses):
 
 def _in_progress(response_id: str, waited: float) -> ApiError:
     how = f" after waiting {waited:g} s" if waited else ""
-    return ApiError(409, f"previous response {response_id!r} is still in progress{how}; chain onto it once it "
+    return ApiError(409, f"previous_response_id {response_id!r} is still in progress{how}; chain onto it once it "
                     "has finished (poll GET /v1/responses/{id})", param="previous_response_id",
                     code="previous_response_in_progress")

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from quart import Blueprint
 
 from kernel import hookimpl
+from plugins.openresponses.persistent import PersistentResponses
 from plugins.openresponses.routes import blueprint
+from plugins.openresponses.service import ResponsesService
 from plugins.openresponses.settings import OpenResponsesSettings
+from plugins.openresponses.storage import SqliteResponseStore
+from plugins.openresponses.stored import StoredResponses
 
 if TYPE_CHECKING:
     from kernel.runtime import Kernel
+
+# One response store per kernel (tests build several apps in one process).
+_STORED: weakref.WeakKeyDictionary[Kernel, StoredResponses] = weakref.WeakKeyDictionary()
+
+
+def make_stored(kernel: Kernel, settings: OpenResponsesSettings) -> StoredResponses:
+    """The response store: SQLite in the kernel's store under the state directory."""
+    return PersistentResponses(settings, SqliteResponseStore(kernel.store))
 
 
 @hookimpl
@@ -23,4 +36,21 @@ def register_settings() -> type[BaseModel]:
 @hookimpl
 def register_routes(kernel: Kernel, settings: BaseModel | None) -> list[Blueprint]:
     opts = settings if isinstance(settings, OpenResponsesSettings) else OpenResponsesSettings()
-    return [blueprint(kernel, opts)]
+    stored = _STORED[kernel] = make_stored(kernel, opts)
+    return [blueprint(kernel, opts, ResponsesService(kernel, opts, stored))]
+
+
+@hookimpl
+async def startup(kernel: Kernel) -> None:
+    """Open the response store, fail runs a restart interrupted, start the retention sweep."""
+    stored = _STORED.get(kernel)
+    if stored is not None:
+        await stored.start()
+
+
+@hookimpl
+async def shutdown(kernel: Kernel) -> None:
+    """Stop the sweep and let pending writes land (runs have drained by now)."""
+    stored = _STORED.get(kernel)
+    if stored is not None:
+        await stored.stop()

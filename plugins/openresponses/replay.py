@@ -81,3 +81,84 @@ def _part_events(emit: Any, at: dict[str, Any], kind: str, part: dict[str, Any])
             emit("response.reasoning.delta", **at, delta=text)
         emit("response.reasoning.done", **at, text=text)
     emit("response.content_part.done", **at, part=part)
+
+
+# --------------------------------------------------------------------------- interrupted runs
+
+
+def salvage_output(events: list[Event]) -> list[dict[str, Any]]:
+    """The output items an event log got as far as (unfinished ones ``incomplete``).
+
+    Used when a restart interrupted a run: what its stream already said is kept.
+    """
+    items: dict[int, dict[str, Any]] = {}
+    finished: set[int] = set()
+    for event in events:
+        kind = event["type"]
+        index = event.get("output_index")
+        if kind == "response.output_item.added":
+            items[index] = {**event["item"], "content": []} if "content" in event["item"] else dict(event["item"])
+        elif kind == "response.output_item.done":
+            items[index] = event["item"]
+            finished.add(index)
+        elif index in items and index not in finished:
+            _apply_delta(items[index], kind, event)
+    for index, item in items.items():
+        if index not in finished:
+            item["status"] = "incomplete"
+    return [items[i] for i in sorted(items)]
+
+
+def _apply_delta(item: dict[str, Any], kind: str, event: Event) -> None:
+    if kind == "response.content_part.added":
+        item["content"].append(dict(event["part"]))
+    elif kind in ("response.output_text.delta", "response.reasoning.delta") and item.get("content"):
+        part = item["content"][event.get("content_index", 0)]
+        part["text"] = part.get("text", "") + event["delta"]
+    elif kind == "response.function_call_arguments.delta":
+        item["arguments"] = item.get("arguments", "") + event["delta"]
+
+
+def close_interrupted(logged: list[Event], resource: dict[str, Any]) -> list[Event]:
+    """Events ending a log a restart cut short: open parts and items done, then the terminal event.
+
+    ``resource`` is the stored (failed) response, whose output was salvaged from the same log.
+    """
+    added: set[int] = set()
+    finished: set[int] = set()
+    open_parts: set[tuple[int, int]] = set()
+    args_done: set[int] = set()
+    for event in logged:
+        kind, index = event["type"], event.get("output_index")
+        if kind == "response.output_item.added":
+            added.add(index)
+        elif kind == "response.output_item.done":
+            finished.add(index)
+        elif kind == "response.content_part.added":
+            open_parts.add((index, event["content_index"]))
+        elif kind == "response.content_part.done":
+            open_parts.discard((index, event["content_index"]))
+        elif kind == "response.function_call_arguments.done":
+            args_done.add(index)
+    events: list[Event] = []
+    next_sequence = logged[-1]["sequence_number"] + 1 if logged else 0
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append({"type": kind, "sequence_number": next_sequence + len(events), **fields})
+
+    output = resource.get("output") or []
+    for index in sorted(added - finished):
+        item = output[index] if index < len(output) else {}
+        base = {"item_id": item.get("id", ""), "output_index": index}
+        for _, content_index in sorted(p for p in open_parts if p[0] == index):
+            part = (item.get("content") or [{}])[content_index]
+            at = {**base, "content_index": content_index}
+            if item.get("type") == "message":
+                emit("response.output_text.done", **at, text=part.get("text", ""), logprobs=[])
+            else:
+                emit("response.reasoning.done", **at, text=part.get("text", ""))
+            emit("response.content_part.done", **at, part=part)
+        if item.get("type") == "function_call" and index not in args_done:
+            emit("response.function_call_arguments.done", **base, name=item["name"], arguments=item["arguments"])
+        emit("response.output_item.done", output_index=index, item=item)
+    return events + closing_events(resource, next_sequence + len(events))

@@ -19,7 +19,7 @@ from kernel.streaming import sse_response
 from plugins.openresponses.builder import TERMINAL_EVENTS, Event
 from plugins.openresponses.live import LiveResponse
 from plugins.openresponses.persistent import ACTIVE_STATUSES, PersistentResponses, owner_of
-from plugins.openresponses.replay import closing_events, events_from_resource
+from plugins.openresponses.replay import close_interrupted, events_from_resource
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.storage import ResponseRecord
 from plugins.openresponses.stream import DONE_CHUNK, encode_event, sse_chunks
@@ -71,7 +71,7 @@ class Retrieval:
         if not logged:
             return events_from_resource(record.resource)  # a plain JSON response kept no log
         if logged[-1]["type"] not in TERMINAL_EVENTS and record.status not in ACTIVE_STATUSES:
-            logged += closing_events(record.resource, logged[-1]["sequence_number"] + 1)  # interrupted
+            logged += close_interrupted(logged, record.resource)  # a restart cut the run short
         return logged
 
     # ------------------------------------------------------------------ DELETE /v1/responses/{id}
@@ -112,6 +112,7 @@ class Retrieval:
         if order not in ("asc", "desc"):
             raise ApiError(400, f"invalid value for 'order': {order!r}; expected 'asc' or 'desc'", param="order",
                            code="invalid_value")
+        await self.stored.written(response_id)
         page = await self.store.input_items(response_id, owner_of(g.principal), limit=limit, order=order,
                                             after=args.get("after"))
         if page is None:
@@ -127,6 +128,7 @@ class Retrieval:
 
     async def _record(self, response_id: str) -> ResponseRecord:
         """The caller's stored response, or the 404 that says why there is none."""
+        await self.stored.written(response_id)
         record = await self.store.get(response_id, owner_of(g.principal))
         if record is None:
             raise _not_found(response_id)

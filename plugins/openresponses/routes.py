@@ -1,4 +1,6 @@
-"""The Blueprint: ``POST /v1/responses`` and ``POST /v1/responses/compact``."""
+"""The Blueprint: ``POST /v1/responses``, ``POST /v1/responses/compact`` and, with a
+response store, ``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``
+and ``POST /v1/responses/{id}/cancel``."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response
 
+from plugins.openresponses.persistent import PersistentResponses
+from plugins.openresponses.retrieval import Retrieval
 from plugins.openresponses.service import ResponsesService
 from plugins.openresponses.settings import OpenResponsesSettings
 
@@ -26,4 +30,24 @@ def blueprint(kernel: Kernel, settings: OpenResponsesSettings, service: Response
     async def compact_response() -> Response:
         return await svc.compact()
 
+    if isinstance(svc.stored, PersistentResponses):
+        _add_retrieval(bp, Retrieval(svc.stored, settings))
     return bp
+
+
+def _add_retrieval(bp: Blueprint, retrieval: Retrieval) -> None:
+    @bp.get("/v1/responses/<response_id>")
+    async def get_response(response_id: str) -> Response:
+        return await retrieval.retrieve(response_id)
+
+    @bp.delete("/v1/responses/<response_id>")
+    async def delete_response(response_id: str) -> Response:
+        return await retrieval.delete(response_id)
+
+    @bp.get("/v1/responses/<response_id>/input_items")
+    async def list_input_items(response_id: str) -> Response:
+        return await retrieval.input_items(response_id)
+
+    @bp.post("/v1/responses/<response_id>/cancel")
+    async def cancel_response(response_id: str) -> Response:
+        return await retrieval.cancel(response_id)

@@ -55,6 +55,10 @@ class ResponsesService:
         if parsed.background and not self.stored.supports_background:
             raise ApiError(400, "background responses need a response store, and this server stores none; "
                            "send background: false", param="background", code="unsupported_parameter")
+        if parsed.background and not parsed.params.store:
+            raise ApiError(400, "background responses must be stored so they can be polled and cancelled; "
+                           "send store: true (the default) or background: false", param="background",
+                           code="invalid_value")
         session_key = session_key_for(request.headers, agent.name, parsed.user)
         history: list[Item] = []
         if parsed.params.previous_response_id is not None:
@@ -64,7 +68,8 @@ class ResponsesService:
         if model and not self._names_agent(model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
-        run = self.kernel.runs.start(turn, background=False, principal=principal,
+        background = parsed.background
+        run = self.kernel.runs.start(turn, background=background, principal=principal,
                                      timeout=self.settings.run_timeout_seconds)
         try:
             params = parsed.params
@@ -73,7 +78,9 @@ class ResponsesService:
             builder = ResponseBuilder(params, created_at=int(run.created_at), record_events=parsed.stream)
             await self.stored.track(builder, run, parsed, items, principal)
             follower = EventFollower(builder) if parsed.stream else None
-            builder.start()
+            builder.start(queued=background)
+            # A background request is answered at once, with the response as created (queued).
+            accepted = builder.resource() if background and not parsed.stream else None
             if builder.record_events:
                 # Live: a stream (or a store) follows events as they happen; drive() first
                 # replays whatever the run already did, so nothing is missed.
@@ -82,11 +89,16 @@ class ResponsesService:
             run.cancel()  # nobody will ever read this run
             raise
         if follower is not None:
-            return sse_response(sse_chunks(follower), on_disconnect=run.cancel,
+            # A background run outlives its stream: a client that leaves may resume with GET.
+            return sse_response(sse_chunks(follower, before_done=lambda: self.stored.settle(builder)),
+                                on_disconnect=None if background else run.cancel,
                                 keepalive=self.settings.keepalive_seconds)
+        if accepted is not None:
+            return _json(accepted, 200, {})
         await wait_or_cancel(run)
         if not builder.record_events:
             builder.feed_many(run.events_log)  # nobody watched: build the items in one pass
+        await self.stored.settle(builder)
         return _json(builder.resource(), *http_status(builder))
 
     # ------------------------------------------------------------------ POST /v1/responses/compact

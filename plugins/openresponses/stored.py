@@ -57,10 +57,11 @@ class StoredResponses:
         return None
 
     async def settle(self, builder: ResponseBuilder) -> None:
-        """Awaited once a non-streaming, foreground response is complete, before it is sent.
+        """Awaited once a response is complete, before the JSON body or ``data: [DONE]`` is sent.
 
-        Nobody can know such a response's id before it is answered, so a store may
-        write it here in one go rather than in :meth:`track`.
+        A store makes the response durable here. Nobody can know a non-streaming
+        foreground response's id before it is answered, so a store may write such a
+        response here in one go rather than in :meth:`track`.
         """
         return None
 

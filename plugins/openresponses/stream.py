@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from plugins.openresponses.builder import TERMINAL_EVENTS, Event, ResponseBuilder
@@ -79,8 +79,15 @@ class EventFollower:
             await self._changed.wait()
 
 
-async def sse_chunks(follower: EventFollower, after: int = -1) -> AsyncIterator[bytes]:
-    """The SSE body: every event as one chunk, then ``data: [DONE]``."""
+async def sse_chunks(follower: EventFollower, after: int = -1,
+                     before_done: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[bytes]:
+    """The SSE body: every event as one chunk, then ``data: [DONE]``.
+
+    ``before_done`` is awaited first (a store makes the response durable there, so a
+    client that saw ``[DONE]`` can rely on reading it back).
+    """
     async for event in follower.follow(after):
         yield encode_event(event)
+    if before_done is not None:
+        await before_done()
     yield DONE_CHUNK

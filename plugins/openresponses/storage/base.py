@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 Order = Literal["asc", "desc"]
+# Maps an interrupted response's event log to the output items worth keeping.
+Salvage = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
 @dataclass
@@ -87,6 +90,9 @@ class ResponseStore(Protocol):
     async def create(self, record: ResponseRecord) -> int:
         """Insert a new response (before ``response.created`` is sent); returns the bytes stored."""
 
+    async def create_many(self, records: list[ResponseRecord]) -> list[int]:
+        """Insert several new responses in one transaction; the bytes each took."""
+
     async def update(
         self, response_id: str, *, status: str, resource: dict[str, Any], output_items: list[dict[str, Any]]
     ) -> int:
@@ -124,5 +130,8 @@ class ResponseStore(Protocol):
     async def expire(self, older_than: float) -> int:
         """Delete responses created before ``older_than`` (epoch seconds); returns the count."""
 
-    async def fail_interrupted(self, message: str) -> int:
-        """Mark every queued/in-progress response failed (after a restart); returns the count."""
+    async def fail_interrupted(self, message: str, salvage: Salvage | None = None) -> int:
+        """Mark every queued/in-progress response failed (after a restart); returns the count.
+
+        ``salvage``, when given, turns each one's event log into the output it keeps.
+        """

@@ -7,7 +7,14 @@ import time
 from typing import Any
 
 from kernel.store import Store
-from plugins.openresponses.storage.base import ChainLink, InputItemsPage, Order, ResponseRecord, StoredEvent
+from plugins.openresponses.storage.base import (
+    ChainLink,
+    InputItemsPage,
+    Order,
+    ResponseRecord,
+    Salvage,
+    StoredEvent,
+)
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS or_responses (
@@ -91,6 +98,22 @@ def _link(row: Any) -> ChainLink:
     )
 
 
+def _rows(record: ResponseRecord, now: float) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """The rows one new record takes: its response row, input item rows and item references."""
+    if record.stored:
+        resource, output = _dumps(record.resource), _dumps(record.output_items)
+        model_input = _dumps(record.model_input)
+        inputs = [(record.id, i, str(item.get("id", f"{record.id}_in_{i}")), _dumps(item))
+                  for i, item in enumerate(record.input_items)]
+        refs = [(item_id, record.id) for item_id in _item_ids(record.model_input) + _item_ids(record.output_items)]
+    else:
+        reason = {_REASON: record.not_stored_reason} if record.not_stored_reason else {}
+        resource, output, model_input, inputs, refs = _dumps(reason), "[]", "[]", [], []
+    response = (record.id, record.owner, record.previous_response_id, record.status, int(record.stored),
+                int(record.background), record.created_at, now, resource, output, model_input)
+    return response, inputs, refs
+
+
 class SqliteResponseStore:
     """:class:`~plugins.openresponses.storage.base.ResponseStore` on SQLite (WAL, transactions)."""
 
@@ -104,32 +127,25 @@ class SqliteResponseStore:
             await self.store.execute("ALTER TABLE or_responses ADD COLUMN model_input TEXT NOT NULL DEFAULT '[]'")
 
     async def create(self, record: ResponseRecord) -> int:
-        now = time.time()
-        if record.stored:
-            resource, output = _dumps(record.resource), _dumps(record.output_items)
-            model_input = _dumps(record.model_input)
-            inputs = [(record.id, i, str(item.get("id", f"{record.id}_in_{i}")), _dumps(item))
-                      for i, item in enumerate(record.input_items)]
-            refs = [(item_id, record.id) for item_id in
-                    _item_ids(record.model_input) + _item_ids(record.output_items)]
-        else:
-            reason = {_REASON: record.not_stored_reason} if record.not_stored_reason else {}
-            resource, output, model_input, inputs, refs = _dumps(reason), "[]", "[]", [], []
+        return (await self.create_many([record]))[0]
+
+    async def create_many(self, records: list[ResponseRecord]) -> list[int]:
+        rows = [_rows(record, time.time()) for record in records]
         async with self.store.transaction() as db:
-            await db.execute(
+            await db.executemany(
                 f"INSERT INTO or_responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id, record.owner, record.previous_response_id, record.status, int(record.stored),
-                    int(record.background), record.created_at, now, resource, output, model_input,
-                ),
+                [response for response, _, _ in rows],
             )
+            inputs = [row for _, record_inputs, _ in rows for row in record_inputs]
             if inputs:
                 await db.executemany(
                     "INSERT INTO or_input_items (response_id, position, item_id, item) VALUES (?, ?, ?, ?)", inputs
                 )
+            refs = [ref for _, _, record_refs in rows for ref in record_refs]
             if refs:
                 await db.executemany("INSERT INTO or_item_refs (item_id, response_id) VALUES (?, ?)", refs)
-        return len(resource) + len(output) + len(model_input) + sum(len(row[3]) for row in inputs)
+        return [sum(len(v) for v in response[8:]) + sum(len(i[3]) for i in record_inputs)
+                for response, record_inputs, _ in rows]
 
     async def update(
         self, response_id: str, *, status: str, resource: dict[str, Any], output_items: list[dict[str, Any]]
@@ -274,22 +290,26 @@ class SqliteResponseStore:
             )
             return cur.rowcount
 
-    async def fail_interrupted(self, message: str) -> int:
+    async def fail_interrupted(self, message: str, salvage: Salvage | None = None) -> int:
         rows = await self.store.fetchall(
             f"SELECT id, resource FROM or_responses WHERE status IN ({', '.join('?' * len(_ACTIVE))}) AND stored = 1",
             _ACTIVE,
         )
         now = time.time()
+        updates = []
+        for row in rows:
+            resource = json.loads(row["resource"])
+            resource["status"] = "failed"
+            resource["error"] = {"code": "server_error", "message": message, "type": "server_error", "param": None}
+            if salvage is not None:
+                resource["output"] = salvage([e.data for e in await self.events_after(row["id"], -1)])
+            updates.append((_dumps(resource), _dumps(resource.get("output") or []), now, row["id"]))
         async with self.store.transaction() as db:
-            for row in rows:
-                resource = json.loads(row["resource"])
-                resource["status"] = "failed"
-                resource["error"] = {"code": "server_error", "message": message, "type": "server_error",
-                                     "param": None}
-                await db.execute(
-                    "UPDATE or_responses SET status = 'failed', resource = ?, updated_at = ? WHERE id = ?",
-                    (json.dumps(resource), now, row["id"]),
-                )
+            await db.executemany(
+                "UPDATE or_responses SET status = 'failed', resource = ?, output_items = ?, updated_at = ? "
+                "WHERE id = ?",
+                updates,
+            )
             await db.execute(
                 f"UPDATE or_responses SET status = 'failed', updated_at = ? "
                 f"WHERE stored = 0 AND status IN ({', '.join('?' * len(_ACTIVE))})",

@@ -213,3 +213,18 @@ def sse() -> Any:
     from types import SimpleNamespace
 
     return SimpleNamespace(parse=parse_sse, check=check_events)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server keeping responses, with a second API key ("other") and the gated ``probe`` agent."""
+    from .stored_support import STORED_CONFIG, ProbePlugin
+
+    tmp: Path = tmp_path_factory.mktemp("stored")
+    app = build_app(merge(default_config(tmp / "state"), STORED_CONFIG), tmp / "plugins.toml",
+                    extra_plugins={"probe": ProbePlugin()})
+    with serve_in_thread(app) as base:
+        srv = Server(base, app)
+        yield srv
+        srv.http.close()
+        srv.sdk.close()

@@ -72,8 +72,8 @@ def test_echoes_request_parameters(server):
     assert body["reasoning"] == {"effort": "low", "summary": "auto"}
     assert body["text"] == {"format": {"type": "text"}, "verbosity": "low"}
     assert body["top_logprobs"] == 2
-    # Nothing is stored by this plugin alone, so store is honestly false.
-    assert body["store"] is False and body["background"] is False
+    # store defaults to true: the plugin keeps responses (see test_stored_*.py).
+    assert body["store"] is True and body["background"] is False
 
 
 def test_defaults_are_echoed(server):

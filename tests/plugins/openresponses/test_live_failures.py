@@ -128,7 +128,7 @@ def test_http_errors(server):
     ({"input": "x", "stream": "yes"}, "stream"),
     ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format.schema"),
     ({"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
-    ({"input": "x", "background": True}, "background"),
+    ({"input": "x", "background": True, "store": False}, "background"),
     ({"input": "x", "previous_response_id": "resp_unknown"}, "previous_response_id"),
     ({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "wizard"}]},
      "input[2].role"),

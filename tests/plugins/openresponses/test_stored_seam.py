@@ -6,7 +6,7 @@ import asyncio
 
 from testsupport.spec import assert_valid
 
-import plugins.openresponses.service as service
+import plugins.openresponses.plugin as plugin
 from kernel import Message, TextPart
 from kernel.testing import AUTH_HEADERS
 from plugins.openresponses.stored import StoredResponses
@@ -39,7 +39,7 @@ class Recording(StoredResponses):
 
 async def test_a_store_sees_every_event_and_serves_chains(make_app, monkeypatch, sse):
     store = Recording()
-    monkeypatch.setattr(service, "StoredResponses", lambda: store)
+    monkeypatch.setattr(plugin, "make_stored", lambda kernel, settings: store)
     app = make_app({"plugins": {"openresponses": {"enabled": True}},
                     "providers": {"t": {"kind": "echo", "mode": "transcript"}}, "agents": {"main": {"provider": "t"}}})
     body = {"input": [{"type": "item_reference", "id": "msg_stored"}, {"role": "user", "content": "now"}],

@@ -1,0 +1,114 @@
+"""Benchmark: how long a ``previous_response_id`` lookup takes as the chain grows.
+
+Chains of 1, 100 and 1,000 turns are stored in a real SQLite file (each turn: one
+user message in, one assistant message out, as the plugin stores them), among
+other owners' responses so the table is not just the chain. Then the plugin's own
+lookup (``PersistentResponses.previous_items``: one recursive query over the
+primary key, then the items as the model sees them) is timed on the newest turn.
+
+Each response stores only its own items plus a link to its predecessor, so a lookup
+should cost about the same per turn whatever the chain's length: the per-turn
+figures should stay flat (roughly linear growth), never grow with the length
+(quadratic). The script prints the figures and the ratios, and exits 1 if the
+per-turn cost of the longest chain is more than 3x that of the 100-turn chain.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_chain.py [--lengths 1,100,1000] [--noise 2000]
+
+Runs in a few seconds; touches only a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kernel.store import Store
+from kernel.types import Message, TextPart, item_to_dict
+from plugins.openresponses.persistent import PersistentResponses
+from plugins.openresponses.resource import message_item, new_id
+from plugins.openresponses.settings import OpenResponsesSettings
+from plugins.openresponses.storage import ResponseRecord, SqliteResponseStore
+
+OWNER = "bench"
+WORDS = " ".join(f"word{i}" for i in range(40))  # a modest turn: 40 words each way
+
+
+def turn_record(rid: str, prev: str | None, owner: str, turn: int) -> ResponseRecord:
+    question = f"question {turn}: {WORDS}"
+    answer = message_item(new_id("msg"), "completed", f"answer {turn}: {WORDS}")
+    return ResponseRecord(
+        id=rid, owner=owner, status="completed", created_at=time.time(), previous_response_id=prev,
+        resource={"id": rid, "object": "response", "status": "completed", "output": [answer]},
+        input_items=[{"type": "message", "id": new_id("msg"), "role": "user", "status": "completed",
+                      "content": [{"type": "input_text", "text": question}]}],
+        model_input=[item_to_dict(Message(role="user", parts=[TextPart(question)]))],
+        output_items=[answer],
+    )
+
+
+async def build_chain(store: SqliteResponseStore, length: int, owner: str) -> str:
+    prev: str | None = None
+    for turn in range(length):
+        rid = new_id("resp")
+        await store.create(turn_record(rid, prev, owner, turn))
+        prev = rid
+    assert prev is not None
+    return prev
+
+
+async def time_lookup(stored: PersistentResponses, head: str, length: int) -> float:
+    """Median seconds of one lookup (repeated enough for a stable figure)."""
+    items = await stored.previous_items(head, OWNER)
+    assert len(items) == 2 * length, (len(items), length)
+    repeats = max(5, min(200, 2000 // length))
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        await stored.previous_items(head, OWNER)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+async def main(lengths: list[int], noise: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "kernel.sqlite3")
+        await store.open()
+        try:
+            responses = SqliteResponseStore(store)
+            await responses.open()
+            stored = PersistentResponses(OpenResponsesSettings(), responses)
+            for i in range(noise // 10):  # other owners' chains share the table
+                await build_chain(responses, 10, f"noise{i}")
+            heads = {n: await build_chain(responses, n, OWNER) for n in lengths}
+            figures = {n: await time_lookup(stored, heads[n], n) for n in lengths}
+        finally:
+            await store.close()
+    print(f"previous_response_id lookup on SQLite ({noise} other responses in the table)")
+    print(f"{'turns':>6} {'lookup ms':>10} {'per turn us':>12}")
+    for n in lengths:
+        print(f"{n:>6} {figures[n] * 1000:>10.3f} {figures[n] / n * 1e6:>12.1f}")
+    status = 0
+    for shorter, longer in itertools.pairwise(lengths):
+        growth = figures[longer] / figures[shorter]
+        per_turn = (figures[longer] / longer) / (figures[shorter] / shorter)
+        print(f"{shorter} -> {longer} turns: lookup x{growth:.1f} for x{longer / shorter:.0f} turns; "
+              f"per-turn cost ratio {per_turn:.2f} (linear ~1 or below, quadratic ~{longer / shorter:.0f})")
+        if shorter >= 100 and per_turn > 3:
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", default="1,100,1000", help="comma-separated chain lengths")
+    parser.add_argument("--noise", type=int, default=2000, help="other responses in the table")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main([int(n) for n in args.lengths.split(",")], args.noise)))

@@ -1,0 +1,129 @@
+"""Stored responses survive a real ``kernel serve`` process being stopped, killed and started again."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from testsupport.spec import assert_valid
+
+from kernel.testing import AUTH_HEADERS, TEST_TOKEN, free_port
+
+from .conftest import check_events, parse_sse, wait_for
+
+KERNEL = Path(sys.executable).parent / "kernel"
+
+
+def write_config(tmp_path: Path, grace: float = 0.3) -> Path:
+    path = tmp_path / "plugins.toml"
+    path.write_text(
+        f'[kernel]\nstate_dir = "state"\nshutdown_grace_seconds = {grace}\n'
+        f'[kernel.auth]\ntoken = "{TEST_TOKEN}"\n'
+        '[agents.main]\nprovider = "t"\n'
+        '[agents.slow]\nprovider = "slow"\n'
+        '[providers.t]\nkind = "echo"\nmode = "transcript"\n'
+        '[providers.slow]\nkind = "echo"\ndelay_seconds = 0.05\n'
+        "[plugins.echo]\nenabled = true\n[plugins.openresponses]\nenabled = true\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@contextmanager
+def serving(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+    """``kernel serve`` on a free port; yields the process, a client for it and its log file."""
+    port = free_port()
+    err = config.parent / f"stderr-{port}.txt"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen([str(KERNEL), "serve", "--config", str(config), "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=config.parent)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH_HEADERS, timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"kernel serve exited with {proc.returncode}: {err.read_text()}")
+            try:
+                if client.get("/-/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"kernel serve did not become healthy: {err.read_text()}")
+            time.sleep(0.1)
+        yield proc, client, err
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def logged_events(state: Path, response_id: str) -> int:
+    """How many events of a response the server's database file holds (read beside the server, WAL)."""
+    with sqlite3.connect(state / "kernel.sqlite3") as db:
+        return db.execute("SELECT count(*) FROM or_events WHERE response_id = ?", (response_id,)).fetchone()[0]
+
+
+def _text(body: dict) -> str:
+    return body["output"][0]["content"][0]["text"]
+
+
+def test_chains_and_records_survive_restarts_and_interrupted_runs_fail(tmp_path):
+    config = write_config(tmp_path)
+    long_text = " ".join(f"w{i}" for i in range(400))
+    with serving(config) as (proc, http, _):
+        first = http.post("/v1/responses", json={"input": "first"}).json()
+        with http.stream("POST", "/v1/responses", json={"input": "second", "stream": True,
+                                                        "previous_response_id": first["id"]}) as resp:
+            second_events = parse_sse(resp.read())
+        second = second_events[-1]["response"]
+        running = http.post("/v1/responses", json={"model": "slow", "input": long_text, "background": True}).json()
+        wait_for(lambda: logged_events(tmp_path / "state", running["id"]) > 5)
+        proc.send_signal(signal.SIGKILL)  # a crash: no shutdown hook runs
+        proc.wait(10)
+
+    with serving(config) as (proc, http, log):
+        # Nothing stored was lost.
+        assert http.get(f"/v1/responses/{first['id']}").json() == first
+        assert http.get(f"/v1/responses/{second['id']}").json() == second
+        replay = parse_sse(http.get(f"/v1/responses/{second['id']}", params={"stream": "true"}).content)
+        assert replay == second_events
+        items = http.get(f"/v1/responses/{first['id']}/input_items").json()
+        assert [i["content"][0]["text"] for i in items["data"]] == ["first"]
+        # The chain goes on across the restart.
+        third = http.post("/v1/responses", json={"input": "third", "previous_response_id": second["id"]}).json()
+        assert _text(third).split("\n")[:2] == ["user: first", "assistant: user: first"]
+        assert _text(third).endswith("user: second\nassistant: " + _text(second) + "\nuser: third")
+        # The run the crash interrupted is failed, with what it had said kept; its stream replays and ends.
+        interrupted = http.get(f"/v1/responses/{running['id']}").json()
+        assert_valid("ResponseResource", interrupted)
+        assert interrupted["status"] == "failed" and "restarted" in interrupted["error"]["message"]
+        kept = _text(interrupted)
+        assert kept and long_text.startswith(kept.rstrip()) and interrupted["output"][0]["status"] == "incomplete"
+        events = parse_sse(http.get(f"/v1/responses/{running['id']}", params={"stream": "true"}).content)
+        check_events(events)
+        assert events[-2]["type"] == "error" and events[-1]["response"] == interrupted
+        # A graceful stop cancels a background run that outlives the grace period: it is not left running.
+        slow = http.post("/v1/responses", json={"model": "slow", "input": long_text, "background": True}).json()
+        wait_for(lambda: http.get(f"/v1/responses/{slow['id']}").json()["status"] == "in_progress")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        text = log.read_text()
+        assert "marked 1 stored response(s) interrupted by a restart as failed" in text
+        assert "Traceback" not in text and " ERROR " not in text
+
+    with serving(config) as (_, http, _):
+        stopped = http.get(f"/v1/responses/{slow['id']}").json()
+        assert stopped["status"] == "cancelled" and stopped["incomplete_details"] == {"reason": "cancelled"}
+        assert_valid("ResponseResource", stopped)
+        again = http.post("/v1/responses", json={"input": "fourth", "previous_response_id": third["id"]})
+        assert again.status_code == 200
