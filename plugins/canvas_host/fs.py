@@ -152,6 +152,10 @@ def write_atomic(root: Path, segments: tuple[str, ...], data: bytes) -> bool:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                # On disk before it replaces the old file: a crash right after the
+                # answer must not leave an empty file where the client's data was.
+                os.fsync(fh.fileno())
             # rename() replaces a symlink itself, never its target.
             os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -26,6 +27,8 @@ log = logging.getLogger("plugins.canvas_host")
 PLUGIN_NAME = "canvas_host"
 EXTENSION_KEY = "canvas_host"
 ANONYMOUS = "anonymous"
+# How often open sockets check whether the gateway has begun to stop.
+SHUTDOWN_POLL_SECONDS = 0.2
 
 
 def root_path(kernel: Kernel, settings: CanvasSettings) -> Path:
@@ -48,6 +51,7 @@ class CanvasHost:
         self._root: Path | None = None
         self.hub = ReloadHub()
         self.watcher: Watcher | None = None
+        self._closer: asyncio.Task[None] | None = None
         self.script = reload_script(settings.mount) if settings.live_reload else b""
         self.sessions = CookieSessions(self._secret_for, lambda: load_or_create_key(kernel.state_dir))
         if settings.auth == "none":
@@ -71,19 +75,21 @@ class CanvasHost:
     def prepare_root(self) -> Path:
         """Create the root with a demo ``index.html`` when missing; return its real path."""
         root = self.configured_root
-        if not root.exists():
-            root.mkdir(parents=True, exist_ok=True)
-            index = root / INDEX_FILE
-            with contextlib.suppress(FileExistsError):
-                fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(demo_index(self.mount))
-            log.info("canvas: created %s with a demo index.html", root)
-        real = root.resolve()
+        where = f"{self.kernel.settings.path}: [plugins.{PLUGIN_NAME}] root = {str(root)!r}"
+        try:
+            if not root.exists():
+                root.mkdir(parents=True, exist_ok=True)
+                index = root / INDEX_FILE
+                with contextlib.suppress(FileExistsError):
+                    fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                        fh.write(demo_index(self.mount))
+                log.info("canvas: created %s with a demo index.html", root)
+            real = root.resolve()
+        except OSError as exc:
+            raise ConfigError(f"{where} cannot be created: {exc.strerror or exc}") from exc
         if not real.is_dir():
-            raise ConfigError(
-                f"{self.kernel.settings.path}: [plugins.{PLUGIN_NAME}] root = {str(root)!r} is not a directory"
-            )
+            raise ConfigError(f"{where} is not a directory")
         return real
 
     # ------------------------------------------------------------------ auth
@@ -119,15 +125,45 @@ class CanvasHost:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def shutdown_begun(self) -> bool:
+        """True once the gateway has begun to stop (SIGINT/SIGTERM).
+
+        The kernel shows this through its grace clock, which starts running then. With
+        a grace period of 0 this stays False, but then nothing waits for open sockets.
+        """
+        kernel = self.kernel
+        return kernel.grace_remaining() < kernel.settings.kernel.shutdown_grace_seconds
+
+    async def _close_sockets_when_stopping(self) -> None:
+        # Hypercorn waits up to the grace period for open connections before the
+        # shutdown hooks run, and a live-reload socket never ends by itself: without
+        # this, one open tab holds every shutdown for the whole grace period and its
+        # socket is then cut off with 1011 instead of closed with 1001 (going away).
+        # Polled: the kernel offers no event for "shutdown has begun".
+        while not self.shutdown_begun():  # noqa: ASYNC110
+            await asyncio.sleep(SHUTDOWN_POLL_SECONDS)
+        if self.hub.clients:
+            log.info("canvas: gateway stopping; closing %d live-reload socket(s)", self.hub.clients)
+        self.hub.close()
+
     async def start(self) -> None:
         """Prepare the root and start the watcher (when live reload is on)."""
         root = self.root
         if self.settings.live_reload:
             self.watcher = Watcher(root, self.hub, self.settings.debounce_ms)
             self.watcher.start()
+            self._closer = asyncio.create_task(self._close_sockets_when_stopping(), name="canvas-socket-closer")
+        how = "open it once with ?token=<gateway token>" if self.settings.auth == "token" else "no auth, loopback only"
+        log.info("canvas: serving %s at %s/ (%s; live reload %s)", root, self.mount, how,
+                 "on" if self.settings.live_reload else "off")
 
     async def stop(self) -> None:
         """Stop the watcher and close every live-reload socket."""
+        if self._closer is not None:
+            self._closer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._closer
+            self._closer = None
         if self.watcher is not None:
             await self.watcher.stop()
             self.watcher = None

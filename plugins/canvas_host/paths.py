@@ -17,6 +17,9 @@ from urllib.parse import quote, unquote_to_bytes
 
 # Longest name most file systems accept; longer ones are rejected before any syscall.
 MAX_SEGMENT_BYTES = 255
+# Longest path below the root. Far beyond any real page, and it keeps writes from
+# building directory trees too deep for ordinary tools (PATH_MAX is 4096).
+MAX_PATH_BYTES = 1024
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 # An absolute-form request target (``GET http://host/path``), as proxies send.
@@ -89,6 +92,8 @@ def split_path(raw_path: bytes, prefix: tuple[str, ...]) -> CanvasPath:
     segments = rest[:-1] if trailing else rest
     for seg in segments:
         check_segment(seg)
+    if sum(len(seg.encode("utf-8")) + 1 for seg in segments) > MAX_PATH_BYTES + 1:
+        raise PathRejected(404, f"the path is longer than {MAX_PATH_BYTES} bytes")
     return CanvasPath(tuple(segments), trailing_slash=trailing)
 
 

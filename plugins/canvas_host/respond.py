@@ -14,6 +14,9 @@ from plugins.canvas_host.fs import OpenFile, read_all
 # Files up to this size are read whole, so their ETag is a hash of the exact bytes;
 # larger ones are streamed and tagged by inode, size and times.
 READ_WHOLE_BYTES = 1024 * 1024
+# HTML gets the reload script, which means reading it whole; past this size (no real
+# page is that big) it is streamed untouched instead, so memory stays bounded.
+MAX_INJECT_BYTES = 16 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
 
 BASE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -59,14 +62,14 @@ async def file_response(
 ) -> Response:
     """The response for ``file`` (whose descriptor this takes over)."""
     ctype = content_type(file.name)
-    html = is_html(ctype)
+    injectable = is_html(ctype) and file.stat.st_size <= MAX_INJECT_BYTES
     size = file.stat.st_size
     stream: FileStream | None = None
     body = b""
     try:
-        if html or size <= READ_WHOLE_BYTES:
+        if injectable or size <= READ_WHOLE_BYTES:
             body = await asyncio.to_thread(read_all, file.fd, size)
-            if html and script:
+            if injectable and script:
                 body = inject(body, script)
             etag, length = etag_for_bytes(body), len(body)
         else:

@@ -24,6 +24,9 @@ from plugins.canvas_host.session import COOKIE_NAME
 log = logging.getLogger("plugins.canvas_host")
 
 FILES = "files"
+# What error bodies name as the offending field: the request path (or its ?token=).
+PATH_PARAM = "path"
+TOKEN_PARAM = "token"
 NONE_OFF_LOOPBACK = 'auth = "none" serves loopback binds only; this request came in on another address'
 # Our own rules must see '//' as written: the default would redirect to a merged path.
 _RULE = {"strict_slashes": False, "merge_slashes": False}
@@ -47,22 +50,22 @@ def _wants_html() -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def _unauthorized(host: CanvasHost, message: str, *, retry: bool) -> Response:
+def _unauthorized(host: CanvasHost, message: str, *, retry: bool, param: str | None = None) -> Response:
     headers = {**BASE_HEADERS, "WWW-Authenticate": 'Bearer realm="kernel"'}
     if _wants_html():
         page = unauthorized_page(host.mount, message, retry=retry)
         return Response(page, 401, {**headers, "Content-Type": "text/html; charset=utf-8"})
-    body = error_body(message, type="authentication_error", code="invalid_api_key")
+    body = error_body(message, type="authentication_error", param=param, code="invalid_api_key")
     return Response(json.dumps(body), 401, {**headers, "Content-Type": "application/json"})
 
 
 def _rejected(exc: PathRejected) -> ApiError:
     code = "invalid_path" if exc.status == 400 else "not_found"
-    return ApiError(exc.status, exc.reason, code=code)
+    return ApiError(exc.status, exc.reason, param=PATH_PARAM, code=code)
 
 
 def _not_found(host: CanvasHost, path: CanvasPath) -> ApiError:
-    return ApiError(404, f"no file at {host.mount}/{path.display}", code="not_found")
+    return ApiError(404, f"no file at {host.mount}/{path.display}", param=PATH_PARAM, code="not_found")
 
 
 def build_blueprint(host: CanvasHost) -> Blueprint:
@@ -73,7 +76,8 @@ def build_blueprint(host: CanvasHost) -> Blueprint:
         """``?token=``: trade the gateway secret for a cookie, then drop it from the URL."""
         principal = host.kernel.auth.principal_for(request.args.get("token") or None)
         if principal is None:
-            return _unauthorized(host, "the token in the link is not the gateway's token", retry=False)
+            return _unauthorized(host, "the token in the link is not the gateway's token", retry=False,
+                                 param=TOKEN_PARAM)
         location = canonical_url(host, path, slash=path.trailing_slash) + _query_without_token()
         response = redirect(location, 303)
         response.set_cookie(
@@ -126,7 +130,7 @@ def build_blueprint(host: CanvasHost) -> Blueprint:
         try:
             created = await asyncio.to_thread(write_atomic, host.root, path.segments, data)
         except WriteConflict as exc:
-            raise ApiError(409, f"cannot write {path.display}: {exc}", code="conflict") from None
+            raise ApiError(409, f"cannot write {path.display}: {exc}", param=PATH_PARAM, code="conflict") from None
         except OSError as exc:
             raise _os_error("write", path, exc) from None
         body = {"path": path.display, "url": canonical_url(host, path, slash=False), "bytes": len(data),
@@ -140,10 +144,14 @@ def build_blueprint(host: CanvasHost) -> Blueprint:
         except NotServable:
             raise _not_found(host, path) from None
         except WriteConflict as exc:
-            raise ApiError(409, f"cannot delete {path.display}: {exc}", code="conflict") from None
+            raise ApiError(409, f"cannot delete {path.display}: {exc}", param=PATH_PARAM, code="conflict") from None
         except OSError as exc:
             raise _os_error("delete", path, exc) from None
         return Response(b"", 204)
+
+    async def no_file_named() -> Any:
+        _write_path(host)  # raises the 400 (or the path's own 400/404)
+        raise AssertionError("unreachable: the files/ URL names no file")
 
     @public
     async def live_socket() -> Any:
@@ -175,6 +183,8 @@ def build_blueprint(host: CanvasHost) -> Blueprint:
     bp.add_url_rule("/<path:subpath>", "file", serve, methods=["GET", "HEAD"], **_RULE)
     bp.add_url_rule(f"/{FILES}/<path:subpath>", "write", put_file, methods=["PUT"], **_RULE)
     bp.add_url_rule(f"/{FILES}/<path:subpath>", "delete", delete_file, methods=["DELETE"], **_RULE)
+    # '{mount}/files/' names no file: a 400 that says so, not a puzzling 405.
+    bp.add_url_rule(f"/{FILES}/", "write_no_file", no_file_named, methods=["PUT", "DELETE"], **_RULE)
     if host.settings.live_reload:
         bp.add_websocket("/ws", "live_reload", live_socket, **_RULE)
     # Without this, a socket to any other path below the mount (or to /ws when live
@@ -196,18 +206,23 @@ def _write_path(host: CanvasHost) -> CanvasPath:
     except PathRejected as exc:
         raise _rejected(exc) from None
     if not path.segments or path.trailing_slash:
-        raise ApiError(400, f"name a file: {host.mount}/{FILES}/<path/to/file>", code="invalid_path")
+        raise ApiError(400, f"name a file: {host.mount}/{FILES}/<path/to/file>", param=PATH_PARAM,
+                       code="invalid_path")
     return path
 
 
 def _os_error(action: str, path: CanvasPath, exc: OSError) -> ApiError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ApiError(507, f"cannot {action} {path.display}: no space left on the gateway's disk",
+    where = f"cannot {action} {path.display}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EMLINK):
+        return ApiError(507, f"{where}: no room left on the gateway's disk ({exc.strerror})", param=PATH_PARAM,
                         code="insufficient_storage")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ApiError(403, f"cannot {action} {path.display}: the gateway may not change that file",
-                        code="forbidden")
+        return ApiError(403, f"{where}: the gateway may not change that file", param=PATH_PARAM, code="forbidden")
     if exc.errno == errno.ENAMETOOLONG:
-        return ApiError(404, f"cannot {action} {path.display}: the path is too long", code="not_found")
+        return ApiError(404, f"{where}: the path is too long", param=PATH_PARAM, code="not_found")
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EEXIST, errno.ENOTEMPTY):
+        # Something else changed the tree at the same moment (a directory or symlink appeared).
+        return ApiError(409, f"{where}: the folder changed while writing ({exc.strerror}); try again",
+                        param=PATH_PARAM, code="conflict")
     log.error("canvas: %s of %s failed: %s", action, path.display, exc)
-    return ApiError(500, f"cannot {action} {path.display}: {exc.strerror}", code="io_error")
+    return ApiError(500, f"{where}: {exc.strerror}", code="io_error")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_MOUNT = "/__kernel__/canvas"
 DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_FILE_BYTES_LIMIT = 1024 * 1024 * 1024
 
 # A mount is one or more plain URL segments: no percent-escapes, dot segments or
 # doubled slashes, so the prefix can be compared with a request's raw path as-is.
@@ -28,8 +29,11 @@ class CanvasSettings(BaseModel):
     # "token": the gateway secret, as a bearer header or the cookie from ``?token=``.
     # "none": anyone who can reach the port; refused unless the kernel binds loopback.
     auth: Literal["token", "none"] = "token"
-    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, gt=0)
-    debounce_ms: int = Field(75, ge=1, le=10_000)
+    # PUT bodies are held in memory until written, hence the ceiling.
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, gt=0, le=MAX_FILE_BYTES_LIMIT)
+    # Quiet period before a batch of changes becomes one reload. The watcher checks for
+    # shutdown once per period, so a long one would delay stopping the gateway.
+    debounce_ms: int = Field(75, ge=10, le=2_000)
 
     @field_validator("mount")
     @classmethod

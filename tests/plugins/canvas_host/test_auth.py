@@ -102,7 +102,8 @@ async def test_refusals(canvas_app: Callable[..., Quart], site: Path) -> None:
         wrong = await client.get(f"{MOUNT}/?token=not-the-token", headers={"Accept": "text/html"})
         assert wrong.status_code == 401 and "Set-Cookie" not in wrong.headers
         assert "location.replace" not in (await wrong.get_data()).decode()
-        assert (await client.get(f"{MOUNT}/?token=")).status_code == 401
+        bad_link = await client.get(f"{MOUNT}/?token=")
+        assert bad_link.status_code == 401 and (await bad_link.get_json())["error"]["param"] == "token"
 
         # Wrong bearer, forged and tampered cookies.
         assert (await client.get(f"{MOUNT}/", headers={"Authorization": "Bearer nope"})).status_code == 401
@@ -203,7 +204,9 @@ def test_auth_none_is_refused_off_loopback(canvas_app: Callable[..., Quart]) -> 
 
 def test_unknown_and_bad_options_are_config_errors(canvas_app: Callable[..., Quart]) -> None:
     for options, needle in (({"bogus": 1}, "bogus"), ({"auth": "open"}, "auth"), ({"mount": "canvas/"}, "mount"),
-                            ({"mount": "/a/../b"}, "mount"), ({"max_file_bytes": 0}, "max_file_bytes")):
+                            ({"mount": "/a/../b"}, "mount"), ({"max_file_bytes": 0}, "max_file_bytes"),
+                            ({"max_file_bytes": 2 * 1024**3}, "max_file_bytes"), ({"debounce_ms": 0}, "debounce_ms"),
+                            ({"debounce_ms": 60_000}, "debounce_ms")):
         with pytest.raises(ConfigError) as info:
             canvas_app(**options)
         assert needle in str(info.value), options

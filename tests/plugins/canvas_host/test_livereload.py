@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +15,13 @@ import httpx
 import pytest
 import websockets.sync.client as ws_client
 from quart import Quart
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 
-from kernel.testing import AUTH_HEADERS
+from kernel.testing import AUTH_HEADERS, TEST_TOKEN, free_port
 from plugins.canvas_host.host import EXTENSION_KEY, CanvasHost
 
 MOUNT = "/__kernel__/canvas"
+KERNEL = Path(sys.executable).parent / "kernel"
 # Longer than debounce (75 ms) plus watchfiles' step, with room for a busy machine.
 QUIET_SECONDS = 0.6
 
@@ -96,6 +101,74 @@ def test_ignored_files_and_debounce(
             assert host.hub.broadcasts - before <= 2
 
 
+def test_debounce_is_a_quiet_period(
+    canvas_app: Callable[..., Quart], root: Path, live_server: Callable, poll: Callable[..., None]
+) -> None:
+    """Changes closer together than debounce_ms are one reload, however long they go on.
+
+    One new file every 40 ms for about 1.2 s, with debounce_ms = 300: a quiet-period
+    debounce announces it once (twice if the machine stalls for 260 ms); a cap on the
+    batch length instead (reload at most 300 ms after the first change) gives four or more.
+    """
+    app = canvas_app(debounce_ms=300)
+    host = host_of(app)
+    with live_server(app) as base:
+        wait_until_watching(host, root, poll)
+        with ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS) as sock:
+            poll(lambda: host.hub.clients == 1, what="the socket to subscribe")
+            before = host.hub.broadcasts
+            for i in range(30):
+                (root / f"frame{i}.json").write_text(str(i))
+                time.sleep(0.04)
+            assert sock.recv(timeout=5) == "reload"
+            time.sleep(1.0)
+            assert 1 <= host.hub.broadcasts - before <= 2
+            # And once it is quiet, the next change is announced on its own.
+            (root / "after.json").write_text("{}")
+            assert sock.recv(timeout=5) == "reload"
+
+
+def test_root_removed_and_recreated_keeps_reloading(
+    canvas_app: Callable[..., Quart], root: Path, live_server: Callable, poll: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Deleting the folder (or swapping in another) must not silently end live reload."""
+    caplog.set_level(logging.INFO, logger="plugins.canvas_host")
+    app = canvas_app()
+    host = host_of(app)
+    with live_server(app) as base:
+        wait_until_watching(host, root, poll)
+        with ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS) as sock:
+            poll(lambda: host.hub.clients == 1, what="the socket to subscribe")
+            shutil.rmtree(root)
+            assert sock.recv(timeout=5) == "reload"  # the pages are gone: say so
+            poll(lambda: "is missing" in caplog.text, what="the watcher to notice the missing root")
+            root.mkdir()
+            (root / "index.html").write_text("<body>back</body>")
+            assert sock.recv(timeout=10) == "reload"
+            assert httpx.get(f"{base}{MOUNT}/", headers=AUTH_HEADERS).text.startswith("<body>back")
+            # The new folder is really watched: a later edit still reaches the page.
+            time.sleep(QUIET_SECONDS)
+            before = host.hub.broadcasts
+            (root / "index.html").write_text("<body>edited</body>")
+            poll(lambda: host.hub.broadcasts > before, what="a reload for an edit in the recreated root")
+            assert sock.recv(timeout=5) == "reload"
+
+            # Swapped for another folder by rename (a deploy): watched afresh too.
+            time.sleep(QUIET_SECONDS)
+            root.rename(root.with_name("canvas.old"))
+            fresh = root.with_name("canvas.new")
+            fresh.mkdir()
+            (fresh / "index.html").write_text("<body>swapped</body>")
+            fresh.rename(root)
+            poll(lambda: "removed or replaced" in caplog.text, what="the watcher to notice the swap")
+            time.sleep(QUIET_SECONDS)
+            before = host.hub.broadcasts
+            (root / "index.html").write_text("<body>edited again</body>")
+            poll(lambda: host.hub.broadcasts > before, what="a reload for an edit in the swapped-in root")
+    assert caplog.text.count("is missing") == 1  # said once, not once a second
+
+
 def test_live_reload_off_means_no_socket_no_script_no_watcher(
     canvas_app: Callable[..., Quart], root: Path, live_server: Callable
 ) -> None:
@@ -119,7 +192,7 @@ def test_live_reload_off_means_no_socket_no_script_no_watcher(
 def test_watcher_starts_with_the_server_and_stops_cleanly(
     canvas_app: Callable[..., Quart], root: Path, live_server: Callable, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="plugins.canvas_host")
+    caplog.set_level(logging.INFO, logger="plugins.canvas_host")
     app = canvas_app()
     host = host_of(app)
     assert host.watcher is None
@@ -127,7 +200,50 @@ def test_watcher_starts_with_the_server_and_stops_cleanly(
         watcher = host.watcher
         assert watcher is not None and watcher.running
         task = watcher._task
+        # The log says where the canvas is and how to get in.
+        assert f"canvas: serving {root.resolve()} at {MOUNT}/ (open it once with ?token=" in caplog.text
     assert host.watcher is None
     assert task is not None and task.done() and not task.cancelled()
     assert task.exception() is None
     assert "did not stop" not in caplog.text
+
+
+def test_open_tabs_do_not_hold_up_a_gateway_shutdown(tmp_path: Path, poll: Callable[..., None]) -> None:
+    """SIGINT with a live-reload socket open: the socket is closed at once with 1001 (going away).
+
+    Hypercorn waits for open connections for up to the grace period (60 s here) before
+    shutdown hooks run; a socket left to that would be cut off with 1011 a minute later.
+    """
+    port = free_port()
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        f'[kernel]\nstate_dir = "state"\nshutdown_grace_seconds = 60\n[kernel.auth]\ntoken = "{TEST_TOKEN}"\n'
+        '[agents.main]\nprovider = "echo"\n[plugins.echo]\nenabled = true\n[plugins.canvas_host]\nenabled = true\n',
+        encoding="utf-8",
+    )
+    err = tmp_path / "stderr.txt"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen([str(KERNEL), "serve", "--config", str(config), "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert proc.poll() is None, err.read_text()
+            try:
+                return httpx.get(f"{base}/-/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        poll(healthy, timeout=60, what="kernel serve to answer")
+        with ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS, open_timeout=10) as sock:
+            proc.send_signal(signal.SIGINT)
+            with pytest.raises(ConnectionClosedOK) as info:
+                sock.recv(timeout=20)  # far below the 60 s grace period
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        assert proc.wait(30) == 0
+        assert "closing 1 live-reload socket" in err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

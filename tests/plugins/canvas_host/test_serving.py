@@ -11,6 +11,7 @@ import pytest
 from quart import Quart
 
 from kernel.testing import AUTH_HEADERS
+from plugins.canvas_host import respond
 from plugins.canvas_host.pages import demo_index
 
 MOUNT = "/__kernel__/canvas"
@@ -217,6 +218,33 @@ async def test_no_file_descriptor_leaks(canvas_app: Callable[..., Quart], root: 
                 await resp.get_data()
         assert len(os.listdir("/proc/self/fd")) <= before
 
+
+
+def test_a_root_that_cannot_be_created_stops_startup_with_a_clear_error(
+    canvas_app: Callable[..., Quart], tmp_path: Path, live_server: Callable
+) -> None:
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(RuntimeError) as info, live_server(canvas_app(root="a_file/canvas")):
+        pass
+    message = repr(info.value.__cause__ or info.value)
+    assert "[plugins.canvas_host] root" in message and "a_file/canvas" in message and "cannot be created" in message
+
+
+async def test_huge_html_is_served_untouched(
+    canvas_app: Callable[..., Quart], root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTML past the injection limit is streamed as it is rather than read whole into memory."""
+    monkeypatch.setattr(respond, "READ_WHOLE_BYTES", 64)
+    monkeypatch.setattr(respond, "MAX_INJECT_BYTES", 1000)
+    small, huge = b"<body>small</body>", b"<body>" + b"x" * 2000 + b"</body>"
+    (root / "small.html").write_bytes(small)
+    (root / "huge.html").write_bytes(huge)
+    async with canvas_app().test_app() as ta:
+        client = ta.test_client()
+        assert SCRIPT_MARK in await (await client.get(f"{MOUNT}/small.html", headers=AUTH_HEADERS)).get_data()
+        resp = await client.get(f"{MOUNT}/huge.html", headers=AUTH_HEADERS)
+        assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert await resp.get_data() == huge
 
 
 def test_a_root_that_is_a_file_stops_startup_with_a_clear_error(

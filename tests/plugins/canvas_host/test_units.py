@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 from watchfiles import Change
 
+from plugins.canvas_host import livereload
 from plugins.canvas_host.content import content_type, etag_for_bytes, inject, none_match, reload_script
-from plugins.canvas_host.livereload import CanvasFilter, ReloadHub
-from plugins.canvas_host.paths import PathRejected, raw_path_of, split_path
+from plugins.canvas_host.livereload import CanvasFilter, ReloadHub, Watcher
+from plugins.canvas_host.paths import MAX_PATH_BYTES, PathRejected, raw_path_of, split_path
 from plugins.canvas_host.session import KEY_FILE, CookieSessions, load_or_create_key
 
 PREFIX = ("__kernel__", "canvas")
@@ -68,6 +71,21 @@ def test_split_path_rejects(raw: bytes, status: int) -> None:
     with pytest.raises(PathRejected) as info:
         split_path(raw, PREFIX)
     assert info.value.status == status
+
+
+def test_path_length_limit() -> None:
+    # Segments of 100 bytes joined by '/': exactly the limit passes, one byte more is a 404.
+    fits = "/".join(["a" * 99] * 10) + "/" + "b" * (MAX_PATH_BYTES - 1000 - 1)
+    assert len(fits.encode()) == MAX_PATH_BYTES - 1
+    assert split_path(f"/__kernel__/canvas/{fits}".encode(), PREFIX).display == fits
+    exact = fits + "c"
+    assert split_path(f"/__kernel__/canvas/{exact}".encode(), PREFIX).display == exact
+    with pytest.raises(PathRejected) as info:
+        split_path(f"/__kernel__/canvas/{exact}c".encode(), PREFIX)
+    assert info.value.status == 404 and "longer than" in info.value.reason
+    deep = "/".join(["d"] * 600)  # short names, but a tree far too deep
+    with pytest.raises(PathRejected):
+        split_path(f"/__kernel__/canvas/{deep}/x.html".encode(), PREFIX)
 
 
 def test_raw_path_of_strips_query_and_absolute_form() -> None:
@@ -191,3 +209,35 @@ async def test_hub_broadcasts_to_each_subscriber_and_closes() -> None:
     assert hub.clients == 0
     assert hub.broadcasts == 3
 
+
+
+async def test_watcher_retries_with_backoff_and_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watcher that cannot start (say, the inotify limit) retries ever more slowly, warning once."""
+    caplog.set_level(logging.DEBUG, logger="plugins.canvas_host")
+
+    def no_watches(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "OS file watch limit reached")
+
+    watcher = Watcher(tmp_path, ReloadHub(), 75)
+    pauses: list[float] = []
+    enough = asyncio.Event()
+
+    async def record_pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 8:
+            enough.set()
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(livereload, "awatch", no_watches)
+    monkeypatch.setattr(watcher, "_pause", record_pause)
+    watcher.start()
+    task = watcher._task
+    await asyncio.wait_for(enough.wait(), 10)
+    await watcher.stop()
+    del pauses[8:]
+    assert task is not None and task.done() and task.exception() is None
+    assert pauses == [1, 2, 4, 8, 16, 30, 30, 30]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "watch limit" in warnings[0].getMessage()

@@ -78,6 +78,7 @@ async def test_bad_write_paths(canvas_app: Callable[..., Quart], root: Path, raw
     (root / "dir" / "keep.txt").write_text("k")
     (root / "file.txt").write_text("f")
     cases = {
+        f"{MOUNT}/files/": 400,  # names nothing
         f"{MOUNT}/files/dir/": 400,  # names a directory, not a file
         f"{MOUNT}/files/dir": 409,  # a directory stands there
         f"{MOUNT}/files/file.txt/child.txt": 409,  # a file stands where a directory is needed
@@ -96,7 +97,12 @@ async def test_bad_write_paths(canvas_app: Callable[..., Quart], root: Path, raw
             # Sent raw: the test client would decode %2F into a real slash.
             resp = await raw_open(client, "PUT", url.encode(), AUTH_HEADERS, b"x")
             assert resp.status_code == status, (url, await resp.get_data())
-            assert "error" in await resp.get_json()
+            error = (await resp.get_json())["error"]
+            assert error["message"]
+            if status != 405:  # the path is the field at fault
+                assert error["param"] == "path", (url, error)
+        resp = await client.delete(f"{MOUNT}/files/", headers=AUTH_HEADERS)
+        assert resp.status_code == 400 and "name a file" in (await resp.get_json())["error"]["message"]
     assert sorted(n for _, dirs, names in os.walk(root) for n in dirs + names) == ["dir", "file.txt", "keep.txt"]
 
 
