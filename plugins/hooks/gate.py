@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import request
 
 from kernel.auth import bearer_token, constant_time_equals
 from kernel.errors import ApiError
 from kernel.http import read_body, read_json
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import MultiDict
 
 TOKEN_HEADER = "x-hook-token"
 SIGNATURE_HEADER = "x-hub-signature-256"
@@ -33,16 +36,30 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, code="invalid_hook_token", headers={"WWW-Authenticate": 'Bearer realm="hooks"'})
 
 
-def reject_token_in_query(args: Mapping[str, str]) -> None:
-    """400 when the query string carries something named like a token."""
+def _token_param(args: MultiDict[str, str], token: str) -> str | None:
+    """The query parameter that carries (or is named like) the token, if any."""
     for name in args:
-        if name.lower() in QUERY_TOKEN_NAMES:
-            raise ApiError(
-                400,
-                f"do not send the hook token in the URL (query parameter {name!r}): URLs are logged. "
-                "Send it in a header instead: 'Authorization: Bearer <token>' or 'X-Hook-Token: <token>'",
-                param=name, code="token_in_query",
-            )
+        if constant_time_equals(name, token):
+            return "(the token itself)"  # never echo the secret back
+        if name.lower() in QUERY_TOKEN_NAMES or any(constant_time_equals(v, token) for v in args.getlist(name)):
+            return name
+    return None
+
+
+def reject_token_in_query(args: MultiDict[str, str], token: str) -> None:
+    """400 when the query string carries something named like a token, or the token itself.
+
+    The value check catches the secret under any name (``?key=<token>``, or a bare
+    ``?<token>``); each comparison is constant-time and the answer never quotes a value.
+    """
+    name = _token_param(args, token)
+    if name is not None:
+        raise ApiError(
+            400,
+            f"do not send the hook token in the URL (query parameter {name!r}): URLs are logged. "
+            "Send it in a header instead: 'Authorization: Bearer <token>' or 'X-Hook-Token: <token>'",
+            param=name, code="token_in_query",
+        )
 
 
 def given_token(headers: Mapping[str, str]) -> str | None:
@@ -64,7 +81,7 @@ async def authenticate(token: str, *, max_body_bytes: int, allow_signature: bool
     Raises 401 (missing or wrong secret) before the body is read whenever a header
     token was sent; a signed request's body is read (bounded) to verify it.
     """
-    reject_token_in_query(request.args)
+    reject_token_in_query(request.args, token)
     given = given_token(request.headers)
     if given is not None:
         if constant_time_equals(given, token):

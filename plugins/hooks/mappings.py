@@ -20,7 +20,7 @@ from kernel.plugins import per_plugin
 from plugins.hooks import github
 from plugins.hooks.service import AgentJob, HooksService, WakeMode
 from plugins.hooks.settings import WAKE_MODES, MappingSettings
-from plugins.hooks.templates import Expression, TemplateContext, parse_expression, render, to_text
+from plugins.hooks.templates import Expression, TemplateContext, is_template, parse_expression, render, to_text
 
 if TYPE_CHECKING:
     import pluggy
@@ -139,7 +139,9 @@ def plan(service: HooksService, mapping: MappingSettings, ctx: TemplateContext) 
         name=name or default_name,
         message=message,
         agent=service.check_agent(agent, param="agent") if agent else service.default_agent,
-        session_key=service.check_session_key(key) if key else f"hook:{mapping.path}:{uuid.uuid4().hex}",
+        # A key rendered from request data is as untrusted as one sent to /agent: same prefix rule.
+        session_key=(service.check_session_key(key, from_request=is_template(mapping.session_key or ""))
+                     if key else f"hook:{mapping.path}:{uuid.uuid4().hex}"),
         wake_mode=mode,
         model=model or None,
         timeout_seconds=mapping.timeout_seconds,

@@ -38,6 +38,11 @@ SCHEMA = [
 ]
 
 
+def clip_output(text: str) -> tuple[str, bool]:
+    """The output as a record keeps it, and whether anything was cut."""
+    return text[:MAX_OUTPUT_CHARS], len(text) > MAX_OUTPUT_CHARS
+
+
 @dataclass
 class HookRunRecord:
     """What ``GET <base>/runs/<id>`` reports about one run."""
@@ -90,13 +95,13 @@ class HookRunStore:
         )
 
     async def finish(self, run_id: str, *, status: str, output_text: str, usage: dict[str, int] | None,
-                     error: dict[str, Any] | None) -> None:
-        truncated = len(output_text) > MAX_OUTPUT_CHARS
+                     error: dict[str, Any] | None, finished_at: float) -> None:
+        kept, truncated = clip_output(output_text)
         await self.store.execute(
             "UPDATE hook_runs SET status = ?, output_text = ?, output_truncated = ?, usage = ?, error = ?, "
             "finished_at = ? WHERE run_id = ?",
-            (status, output_text[:MAX_OUTPUT_CHARS], int(truncated), json.dumps(usage) if usage else None,
-             json.dumps(error) if error else None, time.time(), run_id),
+            (status, kept, int(truncated), json.dumps(usage) if usage else None,
+             json.dumps(error) if error else None, finished_at, run_id),
         )
 
     async def get(self, run_id: str) -> HookRunRecord | None:

@@ -18,7 +18,7 @@ from kernel import ApiError, Message, TextPart, Turn
 from kernel.runs import Run, RunResult
 from kernel.sessions import main_session_key, validate_session_key
 from plugins.hooks.ratelimit import RateLimiter
-from plugins.hooks.records import HookRunRecord, HookRunStore
+from plugins.hooks.records import HookRunRecord, HookRunStore, clip_output
 from plugins.hooks.settings import HooksSettings
 from plugins.hooks.untrusted import wrap
 
@@ -162,13 +162,14 @@ class HooksService:
         event = self.system_event(text, source=f"hook {hook}")
         if mode == "next-heartbeat":
             await self.kernel.sessions.append(self.main_key, [event])
+            log.info("hook %s: system event queued in %r", hook, self.main_key)
             return None
         turn = Turn(agent=self.default_agent, input=[event], system=self.settings.instructions,
                     session_key=self.main_key, surface="hooks", metadata={"hook": hook})
         run = self.kernel.runs.start(turn, background=True, principal=PRINCIPAL,
                                      timeout=self.settings.default_timeout_seconds)
         await self._track(run, AgentJob(hook=hook, name=hook, message=text, agent=self.default_agent,
-                                        session_key=self.main_key, summary_to_main=False))
+                                        session_key=self.main_key, summary_to_main=False), wake_event=event)
         return run.id
 
     async def start_agent(self, job: AgentJob) -> str:
@@ -189,29 +190,44 @@ class HooksService:
         if record is None or record.finished_at is not None:
             return record
         live = self.kernel.runs.get(run_id)
-        if live is not None and not live.done:
+        if live is not None:
+            # Also covers the moment between the run ending and its follower writing the record.
             so_far = live.result()
             record.status = live.status
-            record.output_text = so_far.text
+            record.output_text, record.output_truncated = clip_output(so_far.text)
             record.usage = _usage(so_far)
+            if live.done:  # exactly what the follower is about to write
+                record.error = _error(so_far)
+                record.finished_at = live.finished_at
         return record
 
     # ------------------------------------------------------------------ following runs
 
-    async def _track(self, run: Run, job: AgentJob) -> None:
+    async def _track(self, run: Run, job: AgentJob, *, wake_event: Message | None = None) -> None:
+        """Record the run and follow it; ``wake_event`` is the system event a ``now`` wake carries."""
         await self.records.create(HookRunRecord(
             run_id=run.id, hook=job.hook, name=display_name(job.name), agent=job.agent,
             session_key=job.session_key, status=run.status, created_at=time.time(),
         ))
-        task = asyncio.get_running_loop().create_task(self._follow(run, job), name=f"hooks-follow-{run.id}")
+        log.info("hook %s: run %s started (agent %r, session %r)", job.hook, run.id, job.agent, job.session_key)
+        task = asyncio.get_running_loop().create_task(self._follow(run, job, wake_event), name=f"hooks-follow-{run.id}")
         self._followers.add(task)
         task.add_done_callback(self._followers.discard)
 
-    async def _follow(self, run: Run, job: AgentJob) -> None:
+    async def _follow(self, run: Run, job: AgentJob, wake_event: Message | None) -> None:
         try:
             result = await run.wait()
+            if wake_event is not None and run.started_at is None:
+                # Cancelled while waiting for the main session (e.g. at shutdown): the kernel only
+                # stores the input of runs that started, so queue the event rather than lose it.
+                await self.kernel.sessions.append(self.main_key, [wake_event])
+                log.info("hook %s: run %s never started; its event was queued in %r", job.hook, run.id, self.main_key)
+            took = (run.finished_at or time.time()) - run.created_at
+            error = f" ({result.error.code}: {result.error.message})" if result.error is not None else ""
+            log.info("hook %s: run %s %s after %.1f s%s", job.hook, run.id, result.status, took, error)
             await self.records.finish(run.id, status=result.status, output_text=result.text,
-                                      usage=_usage(result), error=_error(result))
+                                      usage=_usage(result), error=_error(result),
+                                      finished_at=run.finished_at or time.time())
             if job.summary_to_main and job.session_key != self.main_key:
                 await self._post_summary(summary_line(job.name, result), job.wake_mode)
         except asyncio.CancelledError:

@@ -44,8 +44,10 @@ class FixedReply:
     def __init__(self, name: str, options: ReplyOptions) -> None:
         self.name = name
         self.text = options.text
+        self.turns: list[Turn] = []  # what the provider was asked (model overrides, system text)
 
     async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
+        self.turns.append(turn)
         yield TextDelta(self.text)
         yield Usage(input_tokens=3, output_tokens=len(self.text.split()))
         yield Finished()
@@ -54,10 +56,40 @@ class FixedReply:
         return None
 
 
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hang:
+    """A provider that says one word and then waits forever; it notes when its stream is stopped."""
+
+    accepts_images = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = 0
+        self.stopped = 0
+
+    async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
+        self.started += 1
+        try:
+            yield TextDelta("started")
+            await asyncio.Event().wait()  # never set: only cancellation ends this
+            yield Finished()
+        finally:
+            self.stopped += 1
+
+    async def aclose(self) -> None:
+        return None
+
+
 class FixedReplyPlugin:
     @hookimpl
     def register_providers(self) -> list[ProviderKind]:
-        return [ProviderKind("fixed_reply", lambda name, opts, kernel: FixedReply(name, opts), ReplyOptions)]
+        return [
+            ProviderKind("fixed_reply", lambda name, opts, kernel: FixedReply(name, opts), ReplyOptions),
+            ProviderKind("hang", lambda name, opts, kernel: Hang(name), NoOptions),
+        ]
 
 
 class LoopTap:
@@ -83,6 +115,19 @@ class Hub:
     @property
     def kernel(self) -> Kernel:
         return self.app.extensions["kernel"]
+
+    @property
+    def service(self) -> Any:
+        """The plugin's HooksService."""
+        return self.app.extensions["hooks"]
+
+    def provider(self, agent: str) -> Any:
+        """The provider instance behind ``agent``."""
+        return self.kernel.provider_for(self.kernel.agents.get(agent))
+
+    def followers_idle(self) -> bool:
+        """True once every run follower finished (records written, summaries posted)."""
+        return not self.service._followers
 
     def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run a coroutine on the server's loop (kernel services belong to it)."""
@@ -133,10 +178,11 @@ def hooks_config(options: dict[str, Any] | None = None, config: dict[str, Any] |
             "slow": {"kind": "echo", "delay_seconds": 0.1},
             "brisk": {"kind": "echo", "delay_seconds": 0.01},
             "reply": {"kind": "fixed_reply", "text": REPLY},
+            "hang": {"kind": "hang"},
         },
         "agents": {
             "main": {"provider": "tx"}, "slow": {"provider": "slow"}, "brisk": {"provider": "brisk"},
-            "plain": {"provider": "echo"}, "reply": {"provider": "reply"},
+            "plain": {"provider": "echo"}, "reply": {"provider": "reply"}, "hang": {"provider": "hang"},
         },
         "plugins": {"hooks": {"enabled": True, "token": HOOK_TOKEN, **(options or {})}},
     }

@@ -35,6 +35,9 @@ def test_missing_and_wrong_secrets_are_401(hooks_server, kit):
             assert_error(hub.post("/hooks/wake", WAKE, headers=headers), 401, "invalid_hook_token")
         assert_error(hub.client.get("/hooks/runs/run_x"), 401, "invalid_hook_token")
         assert hub.transcript(kit.main_key) == []  # nothing got through
+        # ... and the hook secret opens nothing outside the hooks.
+        assert_error(hub.client.get("/-/plugins", headers=kit.headers), 401, "invalid_api_key")
+        assert hub.client.get("/-/plugins", headers=AUTH_HEADERS).status_code == 200
 
 
 def test_both_headers_are_accepted(hooks_server, kit):
@@ -52,7 +55,15 @@ def test_token_in_query_string_is_400_even_with_a_good_header(hooks_server, kit)
             assert "Authorization: Bearer" in err["message"] and "X-Hook-Token" in err["message"]
         r = hub.client.get(f"/hooks/runs/run_x?token={kit.token}")
         assert_error(r, 400, "token_in_query", param="token")
+        # The secret itself is refused under any name, and never echoed back.
+        for query, param in ((f"key={kit.token}", "key"), (f"env=prod&k={kit.token}", "k"),
+                             (kit.token, "(the token itself)")):
+            r = hub.post(f"/hooks/wake?{query}", WAKE)
+            err = assert_error(r, 400, "token_in_query", param=param)
+            assert kit.token not in r.text
         assert hub.transcript(kit.main_key) == []
+        # An ordinary query string is fine.
+        assert hub.post("/hooks/wake?source=cron", WAKE).status_code == 200
 
 
 def test_github_style_signature_authenticates(hooks_server, kit):
@@ -76,10 +87,11 @@ def test_unknown_hook_is_404_only_after_auth(hooks_server, kit):
 
 
 def test_wrong_method_is_405_with_allow(hooks_server, kit):
-    with hooks_server() as hub:
+    with hooks_server({"presets": ["github"]}) as hub:
         for method, path, allow in (
             ("GET", "/hooks/wake", "POST"), ("PUT", "/hooks/agent", "POST"),
             ("POST", "/hooks/runs/run_x", "GET, HEAD"), ("DELETE", "/hooks/runs/run_x", "GET, HEAD"),
+            ("GET", "/hooks/github", "POST"),  # a mapped hook
         ):
             r = hub.client.request(method, path, headers=kit.headers)
             assert r.status_code == 405, (method, path, r.text)
@@ -102,6 +114,35 @@ def test_body_limit_is_413(hooks_server, kit):
                             headers={**kit.headers, "Content-Type": "application/json"})
         assert_error(r, 413, "request_too_large")
         assert hub.post("/hooks/wake", {"text": "x" * 900, "mode": "next-heartbeat"}).status_code == 200
+        assert len(hub.transcript(kit.main_key)) == 1
+
+
+def test_default_body_limit_is_256_kb(hooks_server, kit):
+    with hooks_server() as hub:
+        def body_of(size: int) -> bytes:
+            envelope = b'{"mode": "next-heartbeat", "text": ""}'
+            return envelope[:-2] + b"x" * (size - len(envelope)) + b'"}'
+
+        def post(body: bytes) -> httpx.Response:
+            return hub.client.post("/hooks/wake", content=body,
+                                   headers={**kit.headers, "Content-Type": "application/json"})
+
+        limit = 256 * 1024
+        assert len(body_of(limit)) == limit
+        assert post(body_of(limit)).status_code == 200
+        err = assert_error(post(body_of(limit + 1)), 413, "request_too_large")
+        assert "262144-byte limit" in err["message"]
+        assert len(hub.transcript(kit.main_key)) == 1
+
+
+def test_custom_base_path(hooks_server, kit):
+    with hooks_server({"base_path": "/inbound/hooks/"}) as hub:
+        r = hub.post("/inbound/hooks/wake", WAKE)
+        assert r.status_code == 200, r.text
+        run_id = hub.post("/inbound/hooks/agent", {"message": "x", "summary_to_main": False}).json()["run_id"]
+        assert hub.client.get(f"/inbound/hooks/runs/{run_id}", headers=kit.headers).status_code == 200
+        # Nothing answers at the default path any more (the gateway's own auth guards it).
+        assert hub.post("/hooks/wake", WAKE).status_code in (401, 404)
         assert len(hub.transcript(kit.main_key)) == 1
 
 

@@ -255,3 +255,27 @@ def test_mapping_errors_at_request_time(hooks_server, kit):
         status = hub.wait_run(r.json()["run_id"])
         assert status["agent"] == "plain" and status["session_key"] == "hook:pick:1"
         assert status["name"] == "pick"
+
+
+def test_templated_model_and_session_key_prefixes(hooks_server, kit):
+    options = {
+        "session_key_prefixes": ["hook:"],
+        "mappings": [{"path": "pick", "agent": "reply", "model": "{{payload.model}}", "message": "{{payload.text}}",
+                      "session_key": "{{payload.key}}", "summary_to_main": False},
+                     {"path": "fixed", "agent": "reply", "message": "{{payload.text}}", "session_key": "ops:fixed",
+                      "summary_to_main": False}],
+    }
+    with hooks_server(options) as hub:
+        provider = hub.provider("reply")
+        r = hub.post("/hooks/pick", {"text": "hi", "key": "hook:pick:1", "model": "from-payload"})
+        assert r.status_code == 202, r.text
+        hub.wait_run(r.json()["run_id"])
+        assert provider.turns[-1].model == "from-payload"
+        # A key rendered from request data must carry an allowed prefix, like one sent to /hooks/agent.
+        r = hub.post("/hooks/pick", {"text": "hi", "key": kit.main_key})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "session_key"
+        assert r.json()["error"]["code"] == "invalid_session_key"
+        assert len(provider.turns) == 1
+        # A key written out in the configuration is the operator's choice.
+        r = hub.post("/hooks/fixed", {"text": "hi"})
+        assert hub.wait_run(r.json()["run_id"])["session_key"] == "ops:fixed"

@@ -25,7 +25,7 @@ async def test_unfinished_runs_are_marked_interrupted_at_open(tmp_path):
     await runs.create(record("run_a"))
     await runs.create(record("run_b"))
     await runs.finish("run_b", status="completed", output_text="x" * (MAX_OUTPUT_CHARS + 5),
-                      usage={"input_tokens": 1}, error=None)
+                      usage={"input_tokens": 1}, error=None, finished_at=time.time())
     await store.close()
 
     store = Store(tmp_path / "k.sqlite3")  # the next process
@@ -46,7 +46,7 @@ async def test_expired_records_vanish(tmp_path):
     await runs.open()
     await runs.create(record("run_a"))
     await runs.create(record("run_live"))
-    await runs.finish("run_a", status="completed", output_text="", usage=None, error=None)
+    await runs.finish("run_a", status="completed", output_text="", usage=None, error=None, finished_at=time.time())
     assert await runs.get("run_a") is not None
     await asyncio.sleep(0.1)
     assert await runs.get("run_a") is None

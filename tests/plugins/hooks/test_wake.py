@@ -56,3 +56,20 @@ def test_mode_defaults_to_now_and_queued_events_reach_the_next_turn(hooks_server
         first_block = next(i for i, line in enumerate(seen) if line == "first")
         second_block = next(i for i, line in enumerate(seen) if line == "second")
         assert first_block < second_block
+
+
+def test_now_event_waiting_for_a_busy_main_session_survives_shutdown(hooks_server, kit):
+    with hooks_server(config={"kernel": {"shutdown_grace_seconds": 0}}) as hub:
+        # A run that never ends holds the main session, so the wake's turn waits for it.
+        busy = hub.post("/hooks/agent", {"message": "busy", "agent": "hang", "session_key": kit.main_key})
+        busy_id = busy.json()["run_id"]
+        hub.wait_for(lambda: hub.run_status(busy_id).json()["output_text"] == "started")
+        r = hub.post("/hooks/wake", {"text": "Parcel delivered", "mode": "now"})
+        wake_id = r.json()["run_id"]
+        assert hub.run_status(wake_id).json()["status"] == "queued"
+    with hooks_server() as hub:  # the same state: the gateway cancelled both runs at shutdown
+        assert hub.run_status(wake_id).json()["status"] == "cancelled"
+        items = hub.transcript(kit.main_key)
+        assert [i.role for i in items] == ["user", "assistant", "system"]
+        assert items[1].text == "started"
+        assert kit.block.search(items[2].text).group(2) == "Parcel delivered"
