@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import statistics
 import sys
 import tempfile
 import time
@@ -65,16 +64,20 @@ async def build_chain(store: SqliteResponseStore, length: int, owner: str) -> st
 
 
 async def time_lookup(stored: PersistentResponses, head: str, length: int) -> float:
-    """Median seconds of one lookup (repeated enough for a stable figure)."""
+    """Best seconds of one lookup over enough repeats.
+
+    The fastest run, not the median: on a shared machine other processes only ever add
+    time, and a median of the few repeats a long chain allows swung by 3x between runs.
+    """
     items = await stored.previous_items(head, OWNER)
     assert len(items) == 2 * length, (len(items), length)
-    repeats = max(5, min(200, 2000 // length))
+    repeats = max(20, min(200, 2000 // length))
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
         await stored.previous_items(head, OWNER)
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    return min(samples)
 
 
 async def main(lengths: list[int], noise: int) -> int:

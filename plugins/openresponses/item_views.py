@@ -59,10 +59,19 @@ def _wire_message(raw: dict[str, Any]) -> dict[str, Any]:
         # Listings show content as parts, as OpenAI's input_items does.
         item["content"] = [r.output_text_part(content) if item.get("role") == "assistant"
                            else {"type": "input_text", "text": content}]
+    elif isinstance(content, list):
+        item["content"] = [_wire_part(part) for part in content]
     if not item.get("id"):
         item["id"] = r.new_id(r.MESSAGE_PREFIX)
     item.setdefault("status", "completed")
     return item
+
+
+def _wire_part(part: Any) -> Any:
+    # A listed image states its detail, as the schema requires (the request may leave it to "auto").
+    if isinstance(part, dict) and part.get("type") == "input_image" and part.get("detail") is None:
+        return {**part, "detail": "auto"}
+    return part
 
 
 # --------------------------------------------------------------------------- model's view

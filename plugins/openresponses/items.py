@@ -81,6 +81,9 @@ _ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", 
 def parse_input(value: Any, path: str = "input") -> tuple[list[Draft], list[SystemMessage], bool]:
     """``input`` -> (draft items, system/developer messages in order, whether resolution is needed)."""
     if isinstance(value, str):
+        if len(value) > m.MAX_TEXT:
+            raise ApiError(400, f"'{path}' is longer than {m.MAX_TEXT} characters", param=path,
+                           code="string_above_max_length")
         return [Message(role="user", parts=[TextPart(value)])], [], False
     if value is None:
         return [], [], False

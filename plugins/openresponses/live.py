@@ -92,9 +92,11 @@ class LiveResponse:
                 await self._check_size()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # The run goes on for its client; the next start marks the record failed.
+        except Exception as exc:
+            # The run goes on for its client, but its record must not stay in_progress with a
+            # partial log: make it a tombstone saying why (reads 404, chains 400, both explain).
             log.exception("response %s: could not be stored", self.id)
+            await self._give_up(f"storing it failed ({type(exc).__name__}: {exc}); it was answered but not kept")
         finally:
             self.settled.set()
             self._on_settled(self)
@@ -107,6 +109,13 @@ class LiveResponse:
                   "while it ran; it was answered but not kept")
         log.warning("response %s: %s", self.id, reason)
         await self._store.discard(self.id, reason)
+
+    async def _give_up(self, reason: str) -> None:
+        self.discarded = True
+        try:
+            await self._store.discard(self.id, reason)
+        except Exception:  # the database itself is failing: the next start marks the record failed
+            log.exception("response %s: could not mark it as not kept either", self.id)
 
     async def wait_settled(self, seconds: float | None) -> bool:
         """Wait until the response is fully stored; False if ``seconds`` passed first."""

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kernel import ApiError, Item
 from kernel.auth import DEFAULT_PRINCIPAL
@@ -103,6 +103,9 @@ class PersistentResponses(StoredResponses):
             # A finished response still being written is as good as stored: wait for the
             # write (quick) whatever chain_wait_seconds says; a running one waits that long.
             wait = WRITE_WAIT_SECONDS if live.builder.done else self.settings.chain_wait_seconds
+            if wait > 0:
+                log.info("previous_response_id %s is still %s; waiting up to %g s for it", response_id,
+                         "being written" if live.builder.done else "running", wait)
             if not (wait > 0 and await live.wait_settled(wait)):
                 raise _in_progress(response_id, wait)
         await self.writer.wait(response_id)
@@ -138,7 +141,7 @@ class PersistentResponses(StoredResponses):
             background=request.background, stored=params.store,
         )
         if params.store:
-            record.input_items = wire_input_items(request.raw_input)
+            record.input_items = await self._wire_input(request.raw_input, owner)
             record.model_input = model_input(input_items, request.system_messages)
             self._check_input_size(record)
         if not visible_early:
@@ -178,6 +181,31 @@ class PersistentResponses(StoredResponses):
     async def written(self, response_id: str) -> None:
         """Return once a record queued for ``response_id`` (if any) is in the store."""
         await self.writer.wait(response_id)
+
+    async def _wire_input(self, raw_input: object, owner: str) -> list[dict[str, Any]]:
+        """The input as listable items, each ``item_reference`` replaced by the item it names.
+
+        Listings show what the model was given (as OpenAI's do, and the spec's item
+        union has no reference type); resolution already succeeded, so each is found.
+        """
+        items = wire_input_items(raw_input)
+        for index, item in enumerate(items):
+            if item.get("type") != "item_reference":
+                continue
+            ref = str(item.get("id"))
+            earlier = next((i for i in items[:index] if i.get("id") == ref and i.get("type") != "item_reference"),
+                           None)
+            found = earlier or await self._stored_wire_item(ref, owner)
+            if found is not None:
+                items[index] = found
+        return items
+
+    async def _stored_wire_item(self, item_id: str, owner: str) -> dict[str, Any] | None:
+        link = await self.store.find_item(item_id, owner)
+        if link is None:
+            return None
+        output = next((out for out in link.output_items if out.get("id") == item_id), None)
+        return output if output is not None else await self.store.input_item(link.id, item_id)
 
     def _check_input_size(self, record: ResponseRecord) -> None:
         size = len(json.dumps(record.input_items, ensure_ascii=False)) + len(

@@ -18,7 +18,7 @@ from kernel import ApiError
 from kernel.streaming import sse_response
 from plugins.openresponses.builder import TERMINAL_EVENTS, Event
 from plugins.openresponses.live import LiveResponse
-from plugins.openresponses.persistent import ACTIVE_STATUSES, PersistentResponses, owner_of
+from plugins.openresponses.persistent import ACTIVE_STATUSES, WRITE_WAIT_SECONDS, PersistentResponses, owner_of
 from plugins.openresponses.replay import close_interrupted, events_from_resource
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.storage import ResponseRecord
@@ -77,13 +77,20 @@ class Retrieval:
     # ------------------------------------------------------------------ DELETE /v1/responses/{id}
 
     async def delete(self, response_id: str) -> Response:
-        if self._live(response_id) is not None:
+        live = self._live(response_id)
+        if live is not None and live.builder.done:
+            # Finished, its last writes still landing: GET already shows it final, so a
+            # delete must not answer "in progress"; wait the moment it takes.
+            await live.wait_settled(WRITE_WAIT_SECONDS)
+        elif live is not None:
             raise ApiError(409, f"response {response_id!r} is still in progress; cancel it (background "
                            "responses) or wait for it to finish, then delete it", param="response_id",
                            code="response_in_progress")
         await self._record(response_id)
         if not await self.store.delete(response_id, owner_of(g.principal)):
             raise _not_found(response_id)
+        if live is not None:
+            live.discarded = True  # a write still landing must not make it readable again
         return _json({"id": response_id, "object": "response.deleted", "deleted": True})
 
     # ------------------------------------------------------------------ POST /v1/responses/{id}/cancel
@@ -145,6 +152,10 @@ def _not_found(response_id: str) -> ApiError:
 
 
 def _not_cancellable(response_id: str, status: str) -> ApiError:
+    if status in ACTIVE_STATUSES:  # recorded as running, but by no run of this process
+        return ApiError(409, f"response {response_id!r} is recorded as {status!r} but is not running in this "
+                        "server process, so it cannot be cancelled here", param="response_id",
+                        code="response_not_cancellable")
     return ApiError(409, f"response {response_id!r} has already finished (status {status!r}); only queued or "
                     "in-progress background responses can be cancelled", param="response_id",
                     code="response_not_cancellable")

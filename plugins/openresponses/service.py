@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -13,18 +12,18 @@ from quart import Response, g, request
 
 from kernel import ApiError, Item, Message, RunError, TextPart, ToolChoice, Turn
 from kernel.agents import MODEL_PREFIXES
-from kernel.http import read_json
 from kernel.media import MediaLoader
 from kernel.sessions import validate_session_key
 from kernel.streaming import sse_response
 from plugins.openresponses import compact as c
 from plugins.openresponses import resource as r
+from plugins.openresponses.body import read_body_json
 from plugins.openresponses.builder import ResponseBuilder
 from plugins.openresponses.items import Draft, resolve_items
 from plugins.openresponses.request import build_turn, parse_compact_body, parse_create_body
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.stored import StoredResponses
-from plugins.openresponses.stream import EventFollower, drive, sse_chunks
+from plugins.openresponses.stream import EventFollower, drive, encode_json, sse_chunks
 
 if TYPE_CHECKING:
     from kernel.runs import Run, RunResult
@@ -48,7 +47,7 @@ class ResponsesService:
 
     async def create(self) -> Response:
         """Create a response: JSON once the run ends, or an SSE stream of its events."""
-        parsed = parse_create_body(await read_json(self.settings.max_body_bytes))
+        parsed = parse_create_body(await read_body_json(self.settings.max_body_bytes))
         model = parsed.params.model
         agent = self.kernel.agents.resolve(model, request.headers)
         principal = g.principal
@@ -105,7 +104,7 @@ class ResponsesService:
 
     async def compact(self) -> Response:
         """Compact a conversation into its kept messages plus one ``compaction`` item."""
-        parsed = parse_compact_body(await read_json(self.settings.max_body_bytes))
+        parsed = parse_compact_body(await read_body_json(self.settings.max_body_bytes))
         agent = self.kernel.agents.resolve(parsed.model, request.headers)
         principal = g.principal
         history: list[Item] = []
@@ -192,5 +191,4 @@ def _retry_after(error: RunError) -> dict[str, str]:
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str]) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
-                    mimetype="application/json", headers=headers)
+    return Response(encode_json(body), status=status, mimetype="application/json", headers=headers)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plugins.openresponses.builder import TERMINAL_EVENTS, Event, ResponseBuilder
 
@@ -19,7 +20,22 @@ if TYPE_CHECKING:
     from kernel import RunEvent
     from kernel.runs import Run
 
+log = logging.getLogger("plugins.openresponses")
+
 DONE_CHUNK = b"data: [DONE]\n\n"
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON.
+
+    A provider can produce a lone UTF-16 surrogate (an upstream's ``\\ud800`` escape),
+    which UTF-8 cannot encode; such a body is written with ``\\u`` escapes instead, so
+    it still goes out (as valid JSON) rather than failing mid-response.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def encode_event(event: Event) -> bytes:
@@ -28,7 +44,10 @@ def encode_event(event: Event) -> bytes:
     JSON escapes CR and LF inside strings, so the data is always one line.
     """
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    try:
+        return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    except UnicodeEncodeError:
+        return b"event: %s\ndata: %s\n\n" % (event["type"].encode(), encode_json(event))
 
 
 def drive(builder: ResponseBuilder, run: Run) -> None:
@@ -89,5 +108,10 @@ async def sse_chunks(follower: EventFollower, after: int = -1,
     async for event in follower.follow(after):
         yield encode_event(event)
     if before_done is not None:
-        await before_done()
+        try:
+            await before_done()
+        except Exception:
+            # The client already has the terminal event; cutting the connection now would
+            # only lose it the [DONE]. The failure is the server's to fix: log it.
+            log.exception("response %s: could not be settled before [DONE]", follower.builder.id)
     yield DONE_CHUNK

@@ -122,13 +122,17 @@ class ResponseStore(Protocol):
     async def delete(self, response_id: str, owner: str) -> bool:
         """Delete the response and its event log; False when there was nothing to delete."""
 
+    async def input_item(self, response_id: str, item_id: str) -> dict[str, Any] | None:
+        """One input item (wire shape) of a response found by :meth:`find_item` for its owner."""
+
     async def input_items(
         self, response_id: str, owner: str, *, limit: int, order: Order, after: str | None
     ) -> InputItemsPage | None:
         """A page of the response's input items, or None when the response is missing."""
 
     async def expire(self, older_than: float) -> int:
-        """Delete responses created before ``older_than`` (epoch seconds); returns the count."""
+        """Delete finished responses created before ``older_than`` (epoch seconds) with their
+        items and event logs, in short transactions; returns the count."""
 
     async def fail_interrupted(self, message: str, salvage: Salvage | None = None) -> int:
         """Mark every queued/in-progress response failed (after a restart); returns the count.

@@ -58,7 +58,12 @@ SCHEMA = [
 _COLUMNS = ("id, owner, previous_response_id, status, stored, background, created_at, updated_at, resource, "
             "output_items, model_input")
 _ACTIVE = ("queued", "in_progress")
+# Responses deleted per transaction by a retention sweep.
+EXPIRE_BATCH = 500
 _REASON = "not_stored_reason"  # a tombstone's resource column holds only why it is one
+# A tombstone's status: final, so retention expires it like any finished response (a
+# tombstone is never updated, so an "in_progress" one would be kept forever).
+TOMBSTONE_STATUS = "not_stored"
 
 
 def _dumps(value: Any) -> str:
@@ -109,7 +114,8 @@ def _rows(record: ResponseRecord, now: float) -> tuple[tuple[Any, ...], list[tup
     else:
         reason = {_REASON: record.not_stored_reason} if record.not_stored_reason else {}
         resource, output, model_input, inputs, refs = _dumps(reason), "[]", "[]", [], []
-    response = (record.id, record.owner, record.previous_response_id, record.status, int(record.stored),
+    status = record.status if record.stored else TOMBSTONE_STATUS
+    response = (record.id, record.owner, record.previous_response_id, status, int(record.stored),
                 int(record.background), record.created_at, now, resource, output, model_input)
     return response, inputs, refs
 
@@ -247,9 +253,9 @@ class SqliteResponseStore:
     async def discard(self, response_id: str, reason: str) -> None:
         async with self.store.transaction() as db:
             await db.execute(
-                "UPDATE or_responses SET stored = 0, resource = ?, output_items = '[]', model_input = '[]', "
-                "updated_at = ? WHERE id = ?",
-                (_dumps({_REASON: reason}), time.time(), response_id),
+                "UPDATE or_responses SET stored = 0, status = ?, resource = ?, output_items = '[]', "
+                "model_input = '[]', updated_at = ? WHERE id = ?",
+                (TOMBSTONE_STATUS, _dumps({_REASON: reason}), time.time(), response_id),
             )
             for table in ("or_input_items", "or_events", "or_item_refs"):
                 await db.execute(f"DELETE FROM {table} WHERE response_id = ?", (response_id,))
@@ -258,6 +264,13 @@ class SqliteResponseStore:
         async with self.store.transaction() as db:
             cur = await db.execute("DELETE FROM or_responses WHERE id = ? AND owner = ?", (response_id, owner))
             return cur.rowcount > 0
+
+    async def input_item(self, response_id: str, item_id: str) -> dict[str, Any] | None:
+        row = await self.store.fetchone(
+            "SELECT item FROM or_input_items WHERE response_id = ? AND item_id = ? ORDER BY position LIMIT 1",
+            (response_id, item_id),
+        )
+        return json.loads(row["item"]) if row is not None else None
 
     async def input_items(
         self, response_id: str, owner: str, *, limit: int, order: Order, after: str | None
@@ -282,13 +295,22 @@ class SqliteResponseStore:
         data = [json.loads(r["item"]) for r in rows]
         return InputItemsPage(data[:limit], len(data) > limit)
 
-    async def expire(self, older_than: float) -> int:
-        async with self.store.transaction() as db:
-            cur = await db.execute(
-                f"DELETE FROM or_responses WHERE created_at < ? AND status NOT IN ({', '.join('?' * len(_ACTIVE))})",
-                (older_than, *_ACTIVE),
-            )
-            return cur.rowcount
+    async def expire(self, older_than: float, batch: int = EXPIRE_BATCH) -> int:
+        # In batches, each its own short transaction: a large backlog (a first sweep after
+        # a long downtime, a lowered retention) never holds the write lock for long, so
+        # requests storing responses meanwhile are not stalled behind it.
+        removed = 0
+        while True:
+            async with self.store.transaction() as db:
+                cur = await db.execute(
+                    f"DELETE FROM or_responses WHERE id IN (SELECT id FROM or_responses WHERE created_at < ? "
+                    f"AND status NOT IN ({', '.join('?' * len(_ACTIVE))}) LIMIT ?)",
+                    (older_than, *_ACTIVE, batch),
+                )
+                count = cur.rowcount
+            removed += count
+            if count < batch:
+                return removed
 
     async def fail_interrupted(self, message: str, salvage: Salvage | None = None) -> int:
         rows = await self.store.fetchall(
@@ -310,8 +332,9 @@ class SqliteResponseStore:
                 "WHERE id = ?",
                 updates,
             )
+            # Tombstones written as "in_progress" by an earlier version would never expire.
             await db.execute(
-                f"UPDATE or_responses SET status = 'failed', updated_at = ? "
+                f"UPDATE or_responses SET status = '{TOMBSTONE_STATUS}', updated_at = ? "
                 f"WHERE stored = 0 AND status IN ({', '.join('?' * len(_ACTIVE))})",
                 (now, *_ACTIVE),
             )

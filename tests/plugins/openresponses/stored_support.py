@@ -13,7 +13,9 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 from quart import Quart
+from testsupport.spec import assert_valid
 
 from kernel import Finished, Message, ProviderKind, RunEvent, TextDelta, Turn, Usage, hookimpl
 from kernel.testing import merge
@@ -102,3 +104,13 @@ def stored_app(make_app: Callable[..., Quart], **options: Any) -> Quart:
     """An app like the ``stored`` fixture's, with extra ``[plugins.openresponses]`` options."""
     return make_app(merge(STORED_CONFIG, {"plugins": {"openresponses": options}}),
                     extra_plugins={"probe": ProbePlugin()})
+
+
+def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
+    """The error object of a response that must have ``status``, checked against the spec's ``ErrorPayload``."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    error = resp.json()["error"]
+    assert_valid("ErrorPayload", error)
+    assert error["message"] and error["code"], error
+    return error

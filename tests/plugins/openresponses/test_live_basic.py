@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
 from kernel import Message, ToolResult
+
+from .test_live_media import PNG_URL, tiny_pdf
 
 
 def _normalised(resource: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +212,12 @@ SCENARIOS = {
         "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]}},
     "file": {"model": "main", "input": [{"role": "user", "content": [
         {"type": "input_file", "filename": "a.csv", "file_data": "YSxiCjEsMg=="}]}]},
+    "pdf": {"model": "main", "input": [{"role": "user", "content": [
+        {"type": "input_file", "filename": "r.pdf", "file_data": base64.b64encode(tiny_pdf("Hello PDF")).decode()}]}]},
+    "image": {"model": "vision", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "see"}, {"type": "input_image", "image_url": PNG_URL, "detail": "high"}]}]},
+    "image placeholder": {"model": "main", "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": PNG_URL}]}]},
     "reasoning": {"model": "thinker", "input": "why"},
     "truncated": {"model": "words", "input": " ".join(["w"] * 30), "max_output_tokens": 16},
 }
@@ -216,6 +225,34 @@ SCENARIOS = {
 
 def test_every_scenario_streams_valid_events_ending_in_the_plain_resource(server):
     for name, body in SCENARIOS.items():
-        plain = server.create(body)
+        plain = server.create(body)  # the body is validated against ResponseResource
         stream = server.stream(body)  # every event validated against the spec, order checked
         assert _normalised(stream.terminal["response"]) == _normalised(plain), name
+        assert plain["output"], name
+    # What the media scenarios showed the model (the transcript echo repeats it).
+    assert "Hello PDF" in server.create(SCENARIOS["pdf"])["output"][0]["content"][0]["text"]
+    assert server.create(SCENARIOS["image"])["output"][0]["content"][0]["text"] == "user: see [image image/png]"
+
+
+def test_agent_routing_by_model_and_header(server):
+    # model "words" would echo the bare text; the header wins and the transcript agent answers.
+    routed = server.create({"model": "words", "input": "hi"}, headers={"x-agent-id": "main"})
+    assert routed["output"][0]["content"][0]["text"] == "user: hi" and routed["model"] == "words"
+    assert server.create({"model": "agent:words", "input": "hi"})["output"][0]["content"][0]["text"] == "hi"
+    # Any other model string reaches the default agent, which may pass it upstream.
+    upstream = server.create({"model": "gpt-4o-mini", "input": "hi"})
+    assert upstream["model"] == "gpt-4o-mini" and server.runs_of("main")[-1].turn.model == "gpt-4o-mini"
+    unknown = server.post({"input": "hi"}, headers={"x-agent-id": "nobody"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "model"
+
+
+def test_every_route_needs_the_token(server):
+    import httpx
+
+    for path in ("/v1/responses", "/v1/responses/compact"):
+        resp = httpx.post(f"{server.base}{path}", json={"model": "main", "input": "x"})
+        assert resp.status_code == 401, path
+        assert resp.json()["error"]["type"] == "authentication_error"
+        wrong = httpx.post(f"{server.base}{path}", json={"model": "main", "input": "x"},
+                           headers={"Authorization": "Bearer wrong-token"})
+        assert wrong.status_code == 401, path

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from testsupport.spec import assert_valid, assert_valid_event
 
+from kernel import Finished, ProviderKind, RunEvent, TextDelta, Turn, hookimpl
 from kernel.testing import AUTH_HEADERS
 
 from .conftest import wait_for
@@ -153,3 +155,63 @@ def test_error_bodies_are_json_even_for_streaming_requests(server):
     resp = server.post({"model": "words", "input": "x", "stream": True, "temperature": 9})
     assert resp.headers["content-type"].startswith("application/json")
     assert json.loads(resp.text)["error"]["param"] == "temperature"
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    # Valid JSON that Python's parser or a UTF-8 encoder cannot handle: a 400, never a 500.
+    (b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
+    (b'{"input": "x", "max_output_tokens": ' + b"9" * 5000 + b"}", None),
+    (b'{"input": "a\\ud800b"}', "input"),
+    (b'{"input": [{"role": "user", "content": [{"type": "input_text", "text": "\\udfff"}]}]}',
+     "input[0].content[0].text"),
+    (b'{"input": "x", "metadata": {"\\ud800": "v"}}', "metadata"),
+])
+def test_json_python_cannot_use_is_a_400(server, raw, param):
+    resp = server.http.post("/v1/responses", content=raw, headers={"content-type": "application/json"})
+    error = _error(resp, 400)
+    assert error["param"] == param and error["code"] in ("invalid_json", "invalid_value"), error
+
+
+def test_paired_surrogate_escapes_are_ordinary_text(server):
+    # Clients that escape non-ASCII (json.dumps' default) send emoji as surrogate pairs.
+    resp = server.http.post("/v1/responses", content=b'{"model": "words", "input": "hi \\ud83d\\ude00"}',
+                            headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["output"][0]["content"][0]["text"] == "hi \U0001F600"
+
+
+class _SurrogatePlugin:
+    """A provider whose text holds a lone surrogate, as an upstream's ``\\ud800`` escape decodes to."""
+
+    @hookimpl
+    def register_providers(self) -> list[ProviderKind]:
+        return [ProviderKind(kind="surrogate", factory=lambda name, options, kernel: _Surrogate())]
+
+
+class _Surrogate:
+    name = "surrogate"
+    accepts_images = False
+
+    async def aclose(self) -> None:
+        return None
+
+    async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
+        yield TextDelta("bad \ud800 text")
+        yield Finished()
+
+
+def test_unencodable_provider_text_still_goes_out_as_valid_json(make_app, live_server, sse):
+    app = make_app({"plugins": {"openresponses": {"enabled": True}}, "providers": {"s": {"kind": "surrogate"}},
+                    "agents": {"main": {"provider": "s"}}}, extra_plugins={"surrogate": _SurrogatePlugin()})
+    with live_server(app) as base, httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30) as client:
+        resp = client.post("/v1/responses", json={"input": "x", "store": False})
+        assert resp.status_code == 200, resp.text
+        assert b"\\ud800" in resp.content  # escaped, so the body is valid UTF-8 and valid JSON
+        body = json.loads(resp.content)
+        assert_valid("ResponseResource", body)
+        assert body["output"][0]["content"][0]["text"] == "bad \ud800 text"
+        with client.stream("POST", "/v1/responses", json={"input": "x", "store": False, "stream": True}) as streamed:
+            raw = streamed.read()
+        events = sse.parse(raw)
+        sse.check(events)
+        assert events[-1]["response"]["output"][0]["content"][0]["text"] == "bad \ud800 text"

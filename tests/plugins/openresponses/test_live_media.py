@@ -85,13 +85,14 @@ def test_text_and_pdf_files_are_read(server):
 
 @pytest.fixture
 def file_host() -> Iterator[str]:
-    """A loopback HTTP server with one markdown file (the plugin's media.allowed_hosts lists 127.0.0.1)."""
+    """A loopback HTTP server with a markdown file and a PNG (media.allowed_hosts lists 127.0.0.1)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b"# Plan\nship it"
-            self.send_response(200 if self.path == "/plan.md" else 404)
-            self.send_header("Content-Type", "text/markdown")
+            image = self.path == "/dot.png"
+            body = tiny_png() if image else b"# Plan\nship it"
+            self.send_response(200 if self.path in ("/plan.md", "/dot.png") else 404)
+            self.send_header("Content-Type", "image/png" if image else "text/markdown")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -114,6 +115,17 @@ def test_file_url_is_fetched(server, file_host):
     assert '<file name="plan.md" type="text/markdown">\n# Plan\nship it\n</file>' in _text(body)
     missing = server.post({"model": "main", "input": _user({"type": "input_file", "file_url": f"{file_host}/x.md"})})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "input[0].content[1].file_url"
+
+
+def test_image_url_is_fetched(server, file_host):
+    image = {"type": "input_image", "image_url": f"{file_host}/dot.png"}
+    body = server.create({"model": "vision", "input": _user(image)})
+    assert _text(body) == "user: look: [image image/png]"
+    part = server.runs_of("vision")[-1].turn.input[0].parts[1]
+    assert part.media_type == "image/png" and part.detail == "auto"
+    missing = server.post({"model": "vision", "input": _user({"type": "input_image",
+                                                              "image_url": f"{file_host}/gone.png"})})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "input[0].content[1].image_url"
 
 
 def test_tool_outputs_may_carry_images_and_text(server):

@@ -153,3 +153,27 @@ async def test_calls_outside_allowed_tools_are_suppressed(make_app, sse):
         resp = await client.post("/v1/responses", json={**body, "tool_choice": "none"}, headers=AUTH_HEADERS)
         data = await resp.get_json()
         assert [i["type"] for i in data["output"]] == ["message"] and data["status"] == "completed"
+
+
+async def test_named_choice_and_call_caps_are_hard_limits(make_app):
+    # The rogue provider ignores what it was offered; the client still gets only what it allowed.
+    app = make_app({"plugins": {"openresponses": {"enabled": True}}, "providers": {"r": {"kind": "rogue"}},
+                    "agents": {"main": {"provider": "r"}}}, extra_plugins={"rogue": _RoguePlugin()})
+    base = {"input": "x", "tools": [WEATHER, TIME, NEWS], "store": False}
+    cases = [
+        ({"tool_choice": {"type": "function", "name": "get_news"}}, ["get_news"]),
+        ({"max_tool_calls": 2}, ["get_weather", "get_time"]),
+        ({"parallel_tool_calls": False}, ["get_weather"]),
+        ({"tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [
+            {"type": "function", "name": "get_time"}, {"type": "function", "name": "get_news"}]},
+          "max_tool_calls": 1}, ["get_time"]),
+    ]
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        for extra, names in cases:
+            resp = await client.post("/v1/responses", json={**base, **extra}, headers=AUTH_HEADERS)
+            data = await resp.get_json()
+            assert_valid("ResponseResource", data)
+            calls = [i for i in data["output"] if i["type"] == "function_call"]
+            assert [c["name"] for c in calls] == names, extra
+            assert data["status"] == "completed" and all(c["status"] == "completed" for c in calls)

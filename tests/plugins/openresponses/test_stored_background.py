@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import openai
 import pytest
 from testsupport.spec import assert_valid
 
 from .conftest import check_events, parse_sse, wait_for
-from .stored_support import Probe
-
-
-def _error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    return resp.json()["error"]
+from .stored_support import Probe, error_of
 
 
 def _status(stored, rid: str) -> str:
@@ -57,17 +51,43 @@ def test_cancel_stops_the_provider_and_stores_cancelled(stored):
     check_events(events)
     assert events[-1]["type"] == "response.incomplete" and events[-1]["response"]["status"] == "cancelled"
     # Cancelling again, or a finished response, is a 409 that says why.
-    error = _error(stored.http.post(f"/v1/responses/{queued['id']}/cancel"), 409)
+    error = error_of(stored.http.post(f"/v1/responses/{queued['id']}/cancel"), 409)
     assert error["code"] == "response_not_cancellable" and "cancelled" in error["message"]
+
+
+def test_cancel_of_a_queued_run_ends_it_before_the_provider_is_ever_called(stored):
+    holder, waiting = Probe(), Probe()
+    session = {"x-session-key": f"queue-{waiting.key}"}  # runs of one session key run one at a time
+    first = stored.create({"model": "probe", "input": holder.key, "background": True}, headers=session)
+    wait_for(holder.started.is_set)
+    queued = stored.create({"model": "probe", "input": waiting.key, "background": True}, headers=session)
+    assert _status(stored, queued["id"]) == "queued"
+    resp = stored.http.post(f"/v1/responses/{queued['id']}/cancel")
+    assert resp.status_code == 200, resp.text
+    cancelled = resp.json()
+    assert_valid("ResponseResource", cancelled)
+    assert cancelled["status"] == "cancelled" and cancelled["output"] == []
+    run = next(r for r in stored.runs_of("probe") if r.turn.input[-1].text == waiting.key)
+    assert run.done and run.status == "cancelled"
+    assert not waiting.started.is_set() and not waiting.closed.is_set()  # its provider never ran
+    assert stored.http.get(f"/v1/responses/{queued['id']}").json() == cancelled
+    events = parse_sse(stored.http.get(f"/v1/responses/{queued['id']}", params={"stream": "true"}).content)
+    check_events(events)
+    assert [e["type"] for e in events] == ["response.created", "response.queued", "response.in_progress",
+                                           "response.incomplete"]
+    # The run ahead of it was not disturbed.
+    holder.release.set()
+    wait_for(lambda: _status(stored, first["id"]) == "completed")
+    assert not holder.cancelled.is_set()
 
 
 def test_cancelling_a_finished_response_is_409(stored):
     done = stored.create({"input": "quick", "background": True})
     wait_for(lambda: _status(stored, done["id"]) == "completed")
-    error = _error(stored.http.post(f"/v1/responses/{done['id']}/cancel"), 409)
+    error = error_of(stored.http.post(f"/v1/responses/{done['id']}/cancel"), 409)
     assert error["code"] == "response_not_cancellable" and "'completed'" in error["message"]
     plain = stored.create({"input": "plain"})
-    assert _error(stored.http.post(f"/v1/responses/{plain['id']}/cancel"), 409)["param"] == "response_id"
+    assert error_of(stored.http.post(f"/v1/responses/{plain['id']}/cancel"), 409)["param"] == "response_id"
 
 
 def test_a_foreground_response_cannot_be_cancelled_or_deleted_while_it_runs(stored):
@@ -77,8 +97,8 @@ def test_a_foreground_response_cannot_be_cancelled_or_deleted_while_it_runs(stor
         lines = resp.iter_lines()
         rid = json.loads(next(line for line in lines if line.startswith("data: "))[6:])["response"]["id"]
         wait_for(probe.started.is_set)
-        assert _error(stored.http.post(f"/v1/responses/{rid}/cancel"), 400)["code"] == "response_not_background"
-        assert _error(stored.http.delete(f"/v1/responses/{rid}"), 409)["code"] == "response_in_progress"
+        assert error_of(stored.http.post(f"/v1/responses/{rid}/cancel"), 400)["code"] == "response_not_background"
+        assert error_of(stored.http.delete(f"/v1/responses/{rid}"), 409)["code"] == "response_in_progress"
         probe.release.set()
         for _ in lines:
             pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 
 import httpx
@@ -11,7 +13,7 @@ from testsupport.spec import assert_valid
 from kernel.testing import AUTH_HEADERS
 
 from .conftest import wait_for
-from .stored_support import OTHER_HEADERS, Probe, stored_app
+from .stored_support import OTHER_HEADERS, Probe, error_of, stored_app
 
 WEATHER = {"type": "function", "name": "get_weather",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -19,11 +21,6 @@ WEATHER = {"type": "function", "name": "get_weather",
 
 def _text(body: dict) -> str:
     return body["output"][0]["content"][0]["text"]
-
-
-def _error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    return resp.json()["error"]
 
 
 def test_three_turns_chain_with_the_whole_history_in_order(stored):
@@ -69,14 +66,14 @@ def test_streamed_responses_chain_as_soon_as_they_end(stored):
 
 
 def test_unknown_deleted_and_foreign_ids_are_404(stored):
-    error = _error(stored.post({"input": "x", "previous_response_id": "resp_nope"}), 404)
+    error = error_of(stored.post({"input": "x", "previous_response_id": "resp_nope"}), 404)
     assert error["code"] == "previous_response_not_found" and error["param"] == "previous_response_id"
     mine = stored.create({"input": "mine"})
     foreign = stored.http.post("/v1/responses", json={"input": "x", "previous_response_id": mine["id"]},
                                headers=OTHER_HEADERS)
-    assert _error(foreign, 404)["code"] == "previous_response_not_found"
+    assert error_of(foreign, 404)["code"] == "previous_response_not_found"
     assert stored.http.delete(f"/v1/responses/{mine['id']}").status_code == 200
-    error = _error(stored.post({"input": "x", "previous_response_id": mine["id"]}), 404)
+    error = error_of(stored.post({"input": "x", "previous_response_id": mine["id"]}), 404)
     assert error["code"] == "previous_response_not_found"
 
 
@@ -88,26 +85,30 @@ def test_store_false_responses_cannot_be_chained(stored):
             created = stored.create(body)
             assert created["store"] is False
             rid = created["id"]
-        error = _error(stored.post({"input": "y", "previous_response_id": rid}), 400)
+        error = error_of(stored.post({"input": "y", "previous_response_id": rid}), 400)
         assert error["code"] == "previous_response_not_stored" and "store: false" in error["message"]
         assert stored.http.get(f"/v1/responses/{rid}").status_code == 404
 
 
-def test_chaining_onto_a_running_response_waits_for_it(stored):
+def test_chaining_onto_a_running_response_waits_for_it(stored, caplog):
+    caplog.set_level(logging.INFO, logger="plugins.openresponses")
     probe = Probe()
     with stored.http.stream("POST", "/v1/responses", json={"model": "probe", "input": probe.key,
                                                             "stream": True}) as resp:
         lines = resp.iter_lines()
         created = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
         rid = created["response"]["id"]
-        wait_for(probe.started.is_set)
         answer: dict = {}
 
         def chain() -> None:
             answer["resp"] = stored.post({"input": "next", "previous_response_id": rid})
 
+        # Chained right after response.created, while the run is still going.
         thread = threading.Thread(target=chain)
         thread.start()
+        wait_for(lambda: f"previous_response_id {rid} is still running; waiting" in caplog.text)
+        assert thread.is_alive() and not answer  # held, not answered 404 or 409
+        wait_for(probe.started.is_set)
         probe.release.set()
         thread.join(30)
         for _ in lines:
@@ -124,7 +125,7 @@ def test_chaining_onto_a_running_response_is_409_without_a_wait(make_app, live_s
         queued = http.post("/v1/responses", json={"model": "probe", "input": probe.key, "background": True}).json()
         assert_valid("ResponseResource", queued)
         wait_for(probe.started.is_set)
-        error = _error(http.post("/v1/responses", json={"input": "x", "previous_response_id": queued["id"]}), 409)
+        error = error_of(http.post("/v1/responses", json={"input": "x", "previous_response_id": queued["id"]}), 409)
         assert error["code"] == "previous_response_in_progress" and error["param"] == "previous_response_id"
         probe.release.set()
         wait_for(lambda: http.get(f"/v1/responses/{queued['id']}").json()["status"] == "completed")
@@ -139,4 +140,26 @@ def test_item_references_find_stored_items_of_the_same_key_only(stored):
     again = stored.create(body)
     assert _text(again) == f"user: kept\nassistant: {_text(first)}\nuser: now"
     foreign = stored.http.post("/v1/responses", json=body, headers=OTHER_HEADERS)
-    assert _error(foreign, 404)["code"] == "item_not_found"
+    assert error_of(foreign, 404)["code"] == "item_not_found"
+
+
+def test_each_response_stores_only_its_own_items_plus_a_link(stored):
+    ids, prev = [], None
+    for turn in range(4):
+        body = {"model": "words", "input": f"turn {turn} " + "pad " * 50}
+        if prev:
+            body["previous_response_id"] = prev
+        prev = stored.create(body)["id"]
+        ids.append(prev)
+    with sqlite3.connect(stored.kernel.store.path) as db:
+        rows = {rid: db.execute("SELECT previous_response_id, model_input, output_items, length(resource) "
+                                "FROM or_responses WHERE id = ?", (rid,)).fetchone() for rid in ids}
+        listed = {rid: db.execute("SELECT count(*) FROM or_input_items WHERE response_id = ?", (rid,)).fetchone()[0]
+                  for rid in ids}
+    assert [rows[rid][0] for rid in ids] == [None, *ids[:-1]]  # the link to its predecessor
+    for turn, rid in enumerate(ids):
+        model_input, output = json.loads(rows[rid][1]), json.loads(rows[rid][2])
+        assert listed[rid] == 1 and len(model_input) == 1 and len(output) == 1
+        assert model_input[0]["parts"][0]["text"].startswith(f"turn {turn} ")
+    # No copy of the history: the fourth response takes no more room than the second.
+    assert rows[ids[3]][3] - rows[ids[1]][3] < 40

@@ -11,12 +11,7 @@ from testsupport.spec import assert_valid
 from kernel.testing import AUTH_HEADERS
 
 from .conftest import check_events, parse_sse
-from .stored_support import OTHER_HEADERS, OTHER_SECRET, stored_app
-
-
-def _error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    return resp.json()["error"]
+from .stored_support import OTHER_HEADERS, OTHER_SECRET, error_of, stored_app
 
 
 def _get_stream(http: httpx.Client, rid: str, **params: str) -> list[dict]:
@@ -65,7 +60,7 @@ def test_delete_then_everything_is_404(stored):
     assert deleted.status_code == 200
     assert deleted.json() == {"id": rid, "object": "response.deleted", "deleted": True}
     for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POST", "/cancel")):
-        error = _error(stored.http.request(method, f"/v1/responses/{rid}{path}"), 404)
+        error = error_of(stored.http.request(method, f"/v1/responses/{rid}{path}"), 404)
         assert error["code"] == "response_not_found" and rid in error["message"]
 
 
@@ -76,11 +71,11 @@ def test_another_key_sees_nothing(stored):
     with other:
         for method, path in (("GET", ""), ("GET", "?stream=true"), ("DELETE", ""), ("GET", "/input_items"),
                              ("POST", "/cancel")):
-            assert _error(other.request(method, f"/v1/responses/{rid}{path}"), 404)["code"] == "response_not_found"
+            assert error_of(other.request(method, f"/v1/responses/{rid}{path}"), 404)["code"] == "response_not_found"
         # The other key's own responses are its own.
         theirs = other.post("/v1/responses", json={"input": "theirs"}).json()
         assert other.get(f"/v1/responses/{theirs['id']}").status_code == 200
-        assert _error(stored.http.get(f"/v1/responses/{theirs['id']}"), 404)["code"] == "response_not_found"
+        assert error_of(stored.http.get(f"/v1/responses/{theirs['id']}"), 404)["code"] == "response_not_found"
     assert stored.http.get(f"/v1/responses/{rid}").status_code == 200  # still there for its owner
 
 
@@ -102,8 +97,47 @@ def test_input_items_pages_in_both_orders(stored):
     assert [i["content"][0]["text"] for i in page["data"]] == ["m2", "m3"] and page["has_more"] is True
     page = stored.http.get(path, params={"limit": 2, "order": "asc", "after": page["last_id"]}).json()
     assert [i["content"][0]["text"] for i in page["data"]] == ["m4"] and page["has_more"] is False
+    for item in everything["data"]:
+        assert_valid("ItemField", item)
     newest_first = stored.http.get(path).json()  # OpenAI's default order is desc
     assert [i["content"][0]["text"] for i in newest_first["data"]] == [f"m{i}" for i in reversed(range(5))]
+    page = stored.http.get(path, params={"limit": 2}).json()
+    assert [i["content"][0]["text"] for i in page["data"]] == ["m4", "m3"] and page["has_more"] is True
+    page = stored.http.get(path, params={"limit": 2, "after": page["last_id"]}).json()
+    assert [i["content"][0]["text"] for i in page["data"]] == ["m2", "m1"] and page["has_more"] is True
+    page = stored.http.get(path, params={"limit": 2, "after": page["last_id"]}).json()
+    assert [i["content"][0]["text"] for i in page["data"]] == ["m0"] and page["has_more"] is False
+
+
+def test_input_items_list_every_kind_and_references_as_the_items_they_name(stored):
+    first = stored.create({"input": [{"type": "message", "id": "msg_listed_1", "role": "user", "content": "kept"}]})
+    out_id = first["output"][0]["id"]
+    image = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNk+A8AAQUBAScY42"
+             "YAAAAASUVORK5CYII=")
+    body = {"model": "main", "input": [
+        {"role": "system", "content": "be brief"},
+        {"type": "item_reference", "id": "msg_listed_1"},
+        {"type": "item_reference", "id": out_id},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "done"},
+        {"role": "user", "content": [{"type": "input_text", "text": "see"}, {"type": "input_image",
+                                                                           "image_url": image}]},
+    ]}
+    created = stored.create(body)
+    listed = stored.http.get(f"/v1/responses/{created['id']}/input_items", params={"order": "asc"}).json()
+    for item in listed["data"]:
+        assert_valid("ItemField", item)
+    data = listed["data"]
+    assert [i["type"] for i in data] == ["message", "message", "message", "function_call", "function_call_output",
+                                         "message"]
+    assert data[0]["role"] == "system"
+    # A reference is listed as the item it named, with that item's id.
+    assert data[1]["id"] == "msg_listed_1" and data[1]["content"] == [{"type": "input_text", "text": "kept"}]
+    assert data[2] == first["output"][0]
+    assert data[5]["content"][1] == {"type": "input_image", "image_url": image, "detail": "auto"}
+    # The SDK reads every kind.
+    page = stored.sdk.responses.input_items.list(created["id"], order="asc")
+    assert [item.type for item in page.data] == [i["type"] for i in data]
 
 
 @pytest.mark.parametrize(("params", "param"), [
@@ -112,7 +146,7 @@ def test_input_items_pages_in_both_orders(stored):
 ])
 def test_input_items_parameters_are_validated(stored, params, param):
     created = stored.create({"input": "x"})
-    error = _error(stored.http.get(f"/v1/responses/{created['id']}/input_items", params=params), 400)
+    error = error_of(stored.http.get(f"/v1/responses/{created['id']}/input_items", params=params), 400)
     assert error["param"] == param and param in error["message"]
 
 
@@ -121,14 +155,14 @@ def test_retrieve_parameters_are_validated(stored):
     for params, param in (({"stream": "maybe"}, "stream"), ({"stream": "true", "starting_after": "-3"},
                                                               "starting_after"),
                           ({"starting_after": "2"}, "starting_after")):
-        error = _error(stored.http.get(f"/v1/responses/{created['id']}", params=params), 400)
+        error = error_of(stored.http.get(f"/v1/responses/{created['id']}", params=params), 400)
         assert error["param"] == param
 
 
 def test_a_response_over_the_size_cap_is_refused_or_not_kept(make_app, live_server):
     app = stored_app(make_app, max_stored_bytes=2000)
     with live_server(app) as base, httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30) as http:
-        error = _error(http.post("/v1/responses", json={"input": "x" * 3000}), 400)
+        error = error_of(http.post("/v1/responses", json={"input": "x" * 3000}), 400)
         assert error["code"] == "response_too_large_to_store" and error["param"] == "input"
         assert "2000" in error["message"] and "store: false" in error["message"]
         assert http.post("/v1/responses", json={"input": "x" * 3000, "store": False}).status_code == 200
@@ -138,9 +172,9 @@ def test_a_response_over_the_size_cap_is_refused_or_not_kept(make_app, live_serv
             resp = http.post("/v1/responses", json=body)
             assert resp.status_code == 200
             rid = (parse_sse(resp.content)[0]["response"] if body.get("stream") else resp.json())["id"]
-            error = _error(http.get(f"/v1/responses/{rid}"), 404)
+            error = error_of(http.get(f"/v1/responses/{rid}"), 404)
             assert "max_stored_bytes" in error["message"]
-            error = _error(http.post("/v1/responses", json={"input": "y", "previous_response_id": rid}), 400)
+            error = error_of(http.post("/v1/responses", json={"input": "y", "previous_response_id": rid}), 400)
             assert "max_stored_bytes" in error["message"]
 
 
@@ -182,5 +216,5 @@ def test_routes_are_listed_with_the_plugin(stored):
             ("GET", "/v1/responses/<response_id>/input_items"),
             ("POST", "/v1/responses/<response_id>/cancel")} <= routes
     # Authentication is required like everywhere else.
-    assert httpx.get(f"{stored.base}/v1/responses/resp_x").status_code == 401
-    assert AUTH_HEADERS
+    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POST", "/cancel")):
+        assert httpx.request(method, f"{stored.base}/v1/responses/resp_x{path}").status_code == 401

@@ -25,7 +25,8 @@ async def responses(tmp_path: Path):
 
 def record(rid: str, prev: str | None = None, owner: str = "default", **kw) -> ResponseRecord:
     return ResponseRecord(
-        id=rid, owner=owner, status=kw.pop("status", "completed"), created_at=time.time(), previous_response_id=prev,
+        id=rid, owner=owner, status=kw.pop("status", "completed"), created_at=kw.pop("created_at", time.time()),
+        previous_response_id=prev,
         resource={"id": rid}, input_items=[{"id": f"msg_{rid}_wire", "type": "message"}],
         model_input=[{"type": "message", "role": "user", "parts": [{"type": "text", "text": rid}], "id": f"in_{rid}",
                       "phase": None}],
@@ -109,3 +110,30 @@ async def test_a_database_from_before_model_input_is_migrated(tmp_path: Path):
         assert [link.id for link in await rs.history("new", "default")] == ["old", "new"]
     finally:
         await store.close()
+
+
+async def test_expiry_runs_in_batches_and_takes_tombstones_but_never_running_responses(responses):
+    old = time.time() - 7200
+    for i in range(7):
+        await responses.create(record(f"done{i}", created_at=old))
+    await responses.create(record("running", status="in_progress", created_at=old))
+    # Tombstones are written while a response is still "running"; they must expire all the same.
+    await responses.create(record("skipped", status="in_progress", stored=False, created_at=old))
+    await responses.create(record("grown", status="in_progress", created_at=old))
+    await responses.discard("grown", "too big")
+    await responses.create(record("fresh"))
+    await responses.append_events("done0", [StoredEvent(0, {"type": "response.created"})])
+    assert await responses.expire(time.time() - 3600, batch=3) == 9
+    assert await responses.get("running", "default") is not None
+    assert await responses.get("fresh", "default") is not None
+    for rid in ("done0", "done6", "skipped", "grown"):
+        assert await responses.get(rid, "default") is None
+    assert await responses.events_after("done0", -1) == []
+    assert await responses.find_item("in_done0", "default") is None
+    assert await responses.expire(time.time() - 3600, batch=3) == 0
+
+
+async def test_input_item_finds_one_wire_item_of_a_response(responses):
+    await responses.create(record("a"))
+    assert await responses.input_item("a", "msg_a_wire") == {"id": "msg_a_wire", "type": "message"}
+    assert await responses.input_item("a", "msg_nope") is None
