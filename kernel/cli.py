@@ -78,6 +78,8 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(config_path: Path, host: str | None, port: int | None, log_level: str) -> None:
     """Serve the gateway with Hypercorn until SIGINT/SIGTERM."""
+    from hypercorn.utils import LifespanFailureError
+
     from kernel.serve import UnsafeBindError
     from kernel.serve import serve as run_server
 
@@ -90,6 +92,9 @@ def serve(config_path: Path, host: str | None, port: int | None, log_level: str)
         asyncio.run(run_server(app, host, port))
     except UnsafeBindError as exc:
         raise click.ClickException(str(exc)) from None
+    except LifespanFailureError as exc:
+        # The cause was already logged with its traceback; end with one clear line and exit 1.
+        raise click.ClickException(f"the gateway could not start: {exc}") from None
     except KeyboardInterrupt:
         pass
 

@@ -3,6 +3,7 @@ sessions, runs, storage, auth and the plugin manager."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from kernel.plugins import LoadedPlugins, PluginRecord, per_plugin
 from kernel.providers import ProviderKind
 from kernel.runs import RunRegistry
 from kernel.sessions import SessionStore
+from kernel.statelock import StateDirLock
 from kernel.store import Store
 from kernel.types import Provider
 
@@ -48,6 +50,10 @@ class Kernel:
         self.agents = self._build_agents()
         self.app: Quart | None = None
         self._shutdown_deadline: float | None = None
+        #: Set when the server begins to stop (SIGINT/SIGTERM): long-lived connections
+        #: (WebSockets, follow-mode streams) close on it instead of holding the grace period.
+        self.shutting_down = asyncio.Event()
+        self._state_lock = StateDirLock(self.state_dir)
 
     # ------------------------------------------------------------------ lookups
 
@@ -123,6 +129,7 @@ class Kernel:
         """
         if self._shutdown_deadline is None:
             self._shutdown_deadline = time.monotonic() + self.settings.kernel.shutdown_grace_seconds
+        self.shutting_down.set()
 
     def grace_remaining(self) -> float:
         """Seconds left for runs to finish: the whole grace period unless shutdown began."""
@@ -131,7 +138,8 @@ class Kernel:
         return max(0.0, self._shutdown_deadline - time.monotonic())
 
     async def start(self) -> None:
-        """Open storage and start providers (plugin startup hooks run after this)."""
+        """Lock the state directory, open storage and start providers (plugin startup hooks run after this)."""
+        self._state_lock.acquire()
         await self.store.open()
         await self.sessions.open()
         for provider in self.providers.values():
@@ -148,3 +156,4 @@ class Kernel:
             except Exception:
                 log.exception("provider %r failed to close", name)
         await self.store.close()
+        self._state_lock.release()

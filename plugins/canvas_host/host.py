@@ -28,7 +28,6 @@ PLUGIN_NAME = "canvas_host"
 EXTENSION_KEY = "canvas_host"
 ANONYMOUS = "anonymous"
 # How often open sockets check whether the gateway has begun to stop.
-SHUTDOWN_POLL_SECONDS = 0.2
 
 
 def root_path(kernel: Kernel, settings: CanvasSettings) -> Path:
@@ -125,23 +124,12 @@ class CanvasHost:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def shutdown_begun(self) -> bool:
-        """True once the gateway has begun to stop (SIGINT/SIGTERM).
-
-        The kernel shows this through its grace clock, which starts running then. With
-        a grace period of 0 this stays False, but then nothing waits for open sockets.
-        """
-        kernel = self.kernel
-        return kernel.grace_remaining() < kernel.settings.kernel.shutdown_grace_seconds
-
     async def _close_sockets_when_stopping(self) -> None:
         # Hypercorn waits up to the grace period for open connections before the
         # shutdown hooks run, and a live-reload socket never ends by itself: without
         # this, one open tab holds every shutdown for the whole grace period and its
         # socket is then cut off with 1011 instead of closed with 1001 (going away).
-        # Polled: the kernel offers no event for "shutdown has begun".
-        while not self.shutdown_begun():  # noqa: ASYNC110
-            await asyncio.sleep(SHUTDOWN_POLL_SECONDS)
+        await self.kernel.shutting_down.wait()
         if self.hub.clients:
             log.info("canvas: gateway stopping; closing %d live-reload socket(s)", self.hub.clients)
         self.hub.close()
