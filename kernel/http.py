@@ -58,6 +58,47 @@ async def read_json(max_bytes: int, *, require_object: bool = True, body: bytes 
             400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             code="invalid_json",
         ) from None
+    # Valid JSON that would only fail deeper down (as a 500) is refused here as a 400.
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply to parse", code="invalid_json") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ApiError(400, f"request body is not usable JSON: {exc}", code="invalid_json") from None
+    bad = lone_surrogate_path(data)
+    if bad is not None:
+        # "\ud800" parses into a str that no UTF-8 encoder (response body, SQLite) can write.
+        raise ApiError(400, f"invalid value for '{bad or 'body'}': the string contains a lone UTF-16 "
+                       "surrogate escape (e.g. \\ud800 without its pair), which is not valid Unicode",
+                       param=bad or None, code="invalid_value")
     if require_object and not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
     return data
+
+
+def lone_surrogate_path(data: Any) -> str | None:
+    """The field path of a string holding a lone surrogate (or of the object whose key does), else None.
+
+    Iterative, and ASCII strings (nearly all) are skipped by ``str.isascii``, a C scan,
+    so a large inline file costs little.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii() and not _encodable(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not key.isascii() and not _encodable(key):
+                    return path  # the key itself cannot be shown: name the object holding it
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

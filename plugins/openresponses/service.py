@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, request
 
 from kernel import ApiError, Item, Message, RunError, TextPart, ToolChoice, Turn
 from kernel.agents import MODEL_PREFIXES
+from kernel.http import read_json
 from kernel.media import MediaLoader
-from kernel.sessions import validate_session_key
+from kernel.sessions import requested_session_key
 from kernel.streaming import sse_response
 from plugins.openresponses import compact as c
 from plugins.openresponses import resource as r
-from plugins.openresponses.body import read_body_json
 from plugins.openresponses.builder import ResponseBuilder
 from plugins.openresponses.items import Draft, resolve_items
 from plugins.openresponses.request import build_turn, parse_compact_body, parse_create_body
@@ -47,7 +46,7 @@ class ResponsesService:
 
     async def create(self) -> Response:
         """Create a response: JSON once the run ends, or an SSE stream of its events."""
-        parsed = parse_create_body(await read_body_json(self.settings.max_body_bytes))
+        parsed = parse_create_body(await read_json(self.settings.max_body_bytes))
         model = parsed.params.model
         agent = self.kernel.agents.resolve(model, request.headers)
         principal = g.principal
@@ -58,7 +57,7 @@ class ResponsesService:
             raise ApiError(400, "background responses must be stored so they can be polled and cancelled; "
                            "send store: true (the default) or background: false", param="background",
                            code="invalid_value")
-        session_key = session_key_for(request.headers, agent.name, parsed.user)
+        session_key = requested_session_key(request.headers, agent=agent.name, surface=SURFACE, user=parsed.user)
         history: list[Item] = []
         if parsed.params.previous_response_id is not None:
             history = await self.stored.previous_items(parsed.params.previous_response_id, principal)
@@ -104,7 +103,7 @@ class ResponsesService:
 
     async def compact(self) -> Response:
         """Compact a conversation into its kept messages plus one ``compaction`` item."""
-        parsed = parse_compact_body(await read_body_json(self.settings.max_body_bytes))
+        parsed = parse_compact_body(await read_json(self.settings.max_body_bytes))
         agent = self.kernel.agents.resolve(parsed.model, request.headers)
         principal = g.principal
         history: list[Item] = []
@@ -147,16 +146,6 @@ class ResponsesService:
 
     def _names_agent(self, model: str) -> bool:
         return model.startswith(MODEL_PREFIXES) or model in self.kernel.agents
-
-
-def session_key_for(headers: Mapping[str, str], agent: str, user: str | None) -> str | None:
-    """``x-session-key``; else a per-user key when ``user`` is set; else no session (nothing kept)."""
-    given = headers.get("x-session-key")
-    if given is not None:
-        return validate_session_key(given)
-    if user:
-        return validate_session_key(f"agent:{agent}:{SURFACE}-user:{user}", param="user")
-    return None
 
 
 async def wait_or_cancel(run: Run) -> RunResult:

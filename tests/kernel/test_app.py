@@ -152,6 +152,26 @@ async def test_malformed_json_is_400_naming_the_problem(make_app, running, data,
         assert needle in error["message"]
 
 
+ROOMY = {"plugins": {"example": {"enabled": True, "max_body_bytes": 1_000_000}}}
+
+
+@pytest.mark.parametrize(("data", "needle", "param"), [
+    (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply", None),
+    (b'{"n": ' + b"9" * 5000 + b"}", "not usable JSON", None),
+    (b'{"input": [{"text": "ok"}, {"text": "bad \\ud800 half"}]}', "lone UTF-16 surrogate", "input[1].text"),
+])
+async def test_json_that_would_fail_later_is_a_400_not_a_500(make_app, running, data, needle, param):
+    async with running(make_app(ROOMY)) as (_, client):
+        response = await client.post("/example/echo", headers=JSON, data=data)
+        assert response.status_code == 400
+        error = (await response.get_json())["error"]
+        assert needle in error["message"]
+        assert error["param"] == param
+        paired = await client.post("/example/echo", headers=JSON, data='{"t": "\\ud83d\\ude00"}'.encode())
+        assert paired.status_code == 200  # a surrogate *pair* is an ordinary emoji
+        assert (await paired.get_json())["received"] == {"t": "\U0001F600"}
+
+
 @pytest.mark.parametrize("ctype", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
 async def test_a_non_json_content_type_is_415(make_app, running, ctype):
     headers = dict(AUTH_HEADERS) if ctype is None else {**AUTH_HEADERS, "Content-Type": ctype}
