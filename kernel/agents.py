@@ -11,6 +11,7 @@ from kernel.errors import ApiError
 # The model field may name an agent as ``agent:<id>``; clawdbot-era clients send these.
 MODEL_PREFIXES = ("agent:", "openclaw:", "clawdbot:", "moltbot:")
 AGENT_HEADERS = ("x-agent-id", "x-openclaw-agent-id", "x-clawdbot-agent-id", "x-moltbot-agent-id")
+_AGENT_HEADER_NAMES = frozenset(AGENT_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,13 @@ class AgentTable:
         default agent. A model string that is neither (e.g. ``gpt-4o``) goes to the
         default agent, whose provider may use it as the upstream model name.
         """
-        for header in AGENT_HEADERS:
-            value = headers.get(header)
-            if value:
-                return self.get(value.strip())
+        # One pass over the names first: most requests send none of these, and a missing
+        # name costs Werkzeug's case-insensitive lookup a raised and caught KeyError.
+        if any(name.lower() in _AGENT_HEADER_NAMES for name in headers.keys()):
+            for header in AGENT_HEADERS:
+                value = headers.get(header)
+                if value:
+                    return self.get(value.strip())
         if model:
             for prefix in MODEL_PREFIXES:
                 if model.startswith(prefix):

@@ -128,7 +128,8 @@ class MediaLoader:
     def __init__(self, limits: MediaLimits) -> None:
         self.limits = limits
         self.total_bytes = 0
-        self._policy = limits.fetch_policy()
+        # Built on the first fetch: most requests carry no URL, and a loader is made per request.
+        self._policy: FetchPolicy | None = None
 
     # ------------------------------------------------------------------ images
 
@@ -273,6 +274,8 @@ class MediaLoader:
         if remaining <= 0:
             self._charge(1, param)  # raises the total-size error
         try:
+            if self._policy is None:
+                self._policy = self.limits.fetch_policy()
             return await fetch_url(url, max_bytes=min(limit, remaining), policy=self._policy)
         except FetchError as exc:
             if exc.code != "too_large":

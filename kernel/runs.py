@@ -4,9 +4,10 @@ event stream that several listeners can follow (each from any point)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from kernel.agents import Agent
 from kernel.errors import ApiError
-from kernel.toolpolicy import ToolPolicy
+from kernel.toolpolicy import UNFILTERED_KINDS, ToolPolicy
 from kernel.types import (
     TERMINAL_KINDS,
     Failed,
@@ -72,25 +73,30 @@ class _Assembler:
     output: list[Item] = field(default_factory=list)
     calls: dict[int, ToolCall] = field(default_factory=dict)
     usage: Usage | None = None
+    # The text part of the trailing assistant message, while it is the last item: text
+    # deltas (nearly every event) then cost one append instead of a type dispatch.
+    _text: TextPart | None = None
 
     def feed(self, ev: RunEvent) -> None:
-        last = self.output[-1] if self.output else None
         if isinstance(ev, TextDelta):
-            if not (isinstance(last, Message) and last.role == "assistant"):
-                last = Message(role="assistant", parts=[TextPart("")])
-                self.output.append(last)
-            part = last.parts[-1]
-            assert isinstance(part, TextPart)
+            part = self._text
+            if part is None:
+                part = self._text = TextPart("")
+                self.output.append(Message(role="assistant", parts=[part]))
             part.text += ev.text
-        elif isinstance(ev, ReasoningDelta):
+            return
+        last = self.output[-1] if self.output else None
+        if isinstance(ev, ReasoningDelta):
             if not isinstance(last, Reasoning):
                 last = Reasoning()
                 self.output.append(last)
+                self._text = None
             last.text += ev.text
         elif isinstance(ev, ToolCallStart):
             call = ToolCall(call_id=ev.call_id, name=ev.name, arguments="")
             self.calls[ev.index] = call
             self.output.append(call)
+            self._text = None
         elif isinstance(ev, ToolCallDelta) and ev.index in self.calls:
             self.calls[ev.index].arguments += ev.arguments
         elif isinstance(ev, ToolCallDone):
@@ -99,6 +105,7 @@ class _Assembler:
                 call = ToolCall(call_id=ev.call_id, name=ev.name, arguments=ev.arguments)
                 self.calls[ev.index] = call
                 self.output.append(call)
+                self._text = None
             call.arguments = ev.arguments
         elif isinstance(ev, Usage):
             self.usage = ev
@@ -109,7 +116,7 @@ class Run:
 
     def __init__(self, registry: RunRegistry, turn: Turn, agent: Agent, *, background: bool,
                  principal: str | None, timeout: float | None) -> None:
-        self.id = f"run_{uuid.uuid4().hex}"
+        self.id = "run_" + os.urandom(16).hex()  # 32 random hex digits, like uuid4().hex at a quarter of the cost
         self.turn = turn
         self.agent = agent
         self.background = background
@@ -121,7 +128,9 @@ class Run:
         self.finished_at: float | None = None
         self.events_log: list[RunEvent] = []
         self._assembler = _Assembler()
-        self._changed = asyncio.Event()
+        # Futures of listeners waiting for the next event: resolved and dropped on each
+        # event (an Event set on every token costs a call even when nobody waits).
+        self._waiters: list[asyncio.Future[None]] = []
         self._done = asyncio.Event()
         self._registry = registry
         self._cancel_requested = False
@@ -152,10 +161,9 @@ class Run:
                     return
             if self._done.is_set():
                 return
-            self._changed.clear()
-            if position < len(self.events_log):
-                continue
-            await self._changed.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     async def wait(self) -> RunResult:
         """Wait for the run to end and return its result."""
@@ -194,7 +202,7 @@ class Run:
             self._fail(RunError("run ended without a result", code="server_error"))
         self.finished_at = time.time()
         self._done.set()
-        self._changed.set()
+        self._wake()
         self._registry._finished(self)
 
     # ------------------------------------------------------------------ execution
@@ -202,12 +210,20 @@ class Run:
     def _emit(self, ev: RunEvent) -> None:
         self.events_log.append(ev)
         self._assembler.feed(ev)
-        for listener in self.listeners:
-            try:
-                listener(self, ev)
-            except Exception:  # a listener must never break the run
-                log.exception("run %s: event listener failed", self.id)
-        self._changed.set()
+        if self.listeners:
+            for listener in self.listeners:
+                try:
+                    listener(self, ev)
+                except Exception:  # a listener must never break the run
+                    log.exception("run %s: event listener failed", self.id)
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a follower that was cancelled while waiting
+                waiter.set_result(None)
 
     async def _execute(self, kernel: Kernel) -> None:
         turn = self.turn
@@ -245,25 +261,29 @@ class Run:
                 self._fail(RunError("run ended without a result", code="server_error"))
             self.finished_at = time.time()
             self._done.set()
-            self._changed.set()
+            self._wake()
             self._registry._finished(self)
 
     async def _stream(self, kernel: Kernel) -> None:
         provider = kernel.provider_for(self.agent)
         policy = ToolPolicy(self.turn)
         stream = provider.stream(self.turn)
+        emit = self._emit
         try:
-            async for raw in stream:
-                ev = policy.apply(raw)
-                if ev is None:
-                    continue
-                if isinstance(ev, Failed):
-                    self._fail(ev.error)
-                    return
-                if isinstance(ev, Finished):
-                    self._finish(ev.reason)
-                    return
-                self._emit(ev)
+            async for ev in stream:
+                # Text, reasoning and usage (nearly every event) go straight through; the
+                # policy sees tool calls, and the end of the run is handled here.
+                if ev.kind not in UNFILTERED_KINDS:
+                    ev = policy.apply(ev)
+                    if ev is None:
+                        continue
+                    if isinstance(ev, Failed):
+                        self._fail(ev.error)
+                        return
+                    if isinstance(ev, Finished):
+                        self._finish(ev.reason)
+                        return
+                emit(ev)
         except ProviderError as exc:
             self._fail(exc.error)
             return
@@ -331,7 +351,11 @@ class RunRegistry:
         _apply_agent_defaults(turn, agent)
         run = Run(self, turn, agent, background=background, principal=principal, timeout=timeout)
         self.runs[run.id] = run
-        run._task = asyncio.get_running_loop().create_task(run._execute(self.kernel), name=run.id)
+        # A fresh context, not a copy of the caller's: a run is not part of the request that
+        # started it (it may outlive it), and a finished run kept here must not keep that
+        # request's objects alive (at the cap that cost ~80 us of garbage collection per request).
+        run._task = asyncio.get_running_loop().create_task(run._execute(self.kernel), name=run.id,
+                                                           context=contextvars.Context())
         run._task.add_done_callback(run._task_done)
         return run
 

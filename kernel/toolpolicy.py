@@ -16,8 +16,10 @@ from kernel.types import (
     Turn,
 )
 
-# Event kinds the policy never changes; checked first because every text token is one.
-_PASS_THROUGH = frozenset({"text_delta", "reasoning_delta", "usage", "failed"})
+# Event kinds the policy never looks at; a run passes them on without calling it, because
+# every text token is one.
+UNFILTERED_KINDS = frozenset({"text_delta", "reasoning_delta", "usage"})
+_PASS_THROUGH = UNFILTERED_KINDS | {"failed"}
 
 
 class ToolPolicy:

@@ -106,8 +106,8 @@ def completion_body(*, cid: str, created: int, model: str, result: RunResult,
     }
 
 
-# One encoder for every chunk: json.dumps with custom separators builds a new one per call.
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+# One encoder for every body and chunk: json.dumps with custom separators builds a new one per call.
+compact_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def sse(payload: str) -> bytes:
@@ -126,7 +126,8 @@ class ChunkEncoder:
                  expose_reasoning: bool = False) -> None:
         self.include_usage = include_usage
         self.expose_reasoning = expose_reasoning
-        self._ident = f'"id":{_dumps(cid)},"object":"chat.completion.chunk","created":{created},"model":{_dumps(model)}'
+        self._ident = (f'"id":{compact_dumps(cid)},"object":"chat.completion.chunk","created":{created},'
+                       f'"model":{compact_dumps(model)}')
         self._head = "{" + self._ident + ',"choices":[{"index":0,"delta":'
         self._tail_open = ',"logprobs":null,"finish_reason":null}]' + (',"usage":null' if include_usage else "") + "}"
         self._text_head = "data: " + self._head + '{"content":'
@@ -154,7 +155,7 @@ class ChunkEncoder:
             if not ev.text:
                 return b""
             # The hot path of every stream: one template, one JSON string.
-            return (self._text_head + _dumps(ev.text) + self._text_tail).encode()
+            return (self._text_head + compact_dumps(ev.text) + self._text_tail).encode()
         if isinstance(ev, ToolCallStart):
             return self._call_piece(ev.index, {"id": ev.call_id, "type": "function",
                                                "function": {"name": ev.name, "arguments": ""}})
@@ -168,7 +169,7 @@ class ChunkEncoder:
         if isinstance(ev, ReasoningDelta):
             if not self.expose_reasoning or not ev.text:
                 return b""
-            return self._role() + self._chunk('{"reasoning_content":' + _dumps(ev.text) + "}")
+            return self._role() + self._chunk('{"reasoning_content":' + compact_dumps(ev.text) + "}")
         if isinstance(ev, Usage):
             self._usage = ev
             return b""
@@ -185,7 +186,7 @@ class ChunkEncoder:
         if first:
             self._args[index] = fields.get("function", {}).get("arguments", "")
             self._has_calls = True
-        piece = _dumps([{"index": index, **fields}])
+        piece = compact_dumps([{"index": index, **fields}])
         if not self._role_sent and first:
             # OpenAI's first chunk of a tool-calling answer carries the role and the first piece.
             self._role_sent = True
@@ -207,13 +208,13 @@ class ChunkEncoder:
         """The final chunk, the usage chunk when asked for, and ``[DONE]``."""
         self.done = True
         out = self._role()
-        tail = ',"logprobs":null,"finish_reason":' + _dumps(finish_reason(reason, self._has_calls)) + "}]"
+        tail = ',"logprobs":null,"finish_reason":' + compact_dumps(finish_reason(reason, self._has_calls)) + "}]"
         out += sse(self._head + "{}" + tail + (',"usage":null' if self.include_usage else "") + "}")
         if self.include_usage:
-            out += sse("{" + self._ident + ',"choices":[],"usage":' + _dumps(usage_body(self._usage)) + "}")
+            out += sse("{" + self._ident + ',"choices":[],"usage":' + compact_dumps(usage_body(self._usage)) + "}")
         return out + DONE
 
     def error(self, error: RunError) -> bytes:
         """A mid-stream failure: one error event, then ``[DONE]``."""
         self.done = True
-        return sse(_dumps(error_payload(error))) + DONE
+        return sse(compact_dumps(error_payload(error))) + DONE

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ from kernel.http import read_json
 from kernel.media import MediaLoader
 from kernel.sessions import requested_session_key
 from kernel.streaming import sse_response
-from plugins.chat_completions.encode import CANCELLED, ChunkEncoder, completion_body, completion_id
+from plugins.chat_completions.encode import CANCELLED, ChunkEncoder, compact_dumps, completion_body, completion_id
 from plugins.chat_completions.fields import opt
 from plugins.chat_completions.request import parse_request
 from plugins.chat_completions.settings import ChatCompletionsSettings
@@ -59,7 +58,7 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
                 raise run_error(CANCELLED)
             payload = completion_body(cid=cid, created=created, model=echoed, result=result,
                                       expose_reasoning=settings.expose_reasoning)
-            return Response(json.dumps(payload, separators=(",", ":")), mimetype="application/json")
+            return Response(compact_dumps(payload), mimetype="application/json")
 
         events = run.events()
         first = await _first_event(run, events)

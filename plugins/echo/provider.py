@@ -125,6 +125,8 @@ class EchoProvider:
             yield Finished(reason="tool_calls")
             return
         limit = turn.limits.max_output_tokens
+        # Options read once: this loop runs per word and is the hot path of every benchmark.
+        fail_after, delay = self.options.fail_after_words, self.options.delay_seconds
         words = _WORD.findall(text)
         emitted = 0
         for word in words:
@@ -132,13 +134,13 @@ class EchoProvider:
                 yield Usage(input_tokens=input_tokens, output_tokens=emitted)
                 yield Finished(reason="length")
                 return
-            if self.options.fail_after_words is not None and emitted >= self.options.fail_after_words:
+            if fail_after is not None and emitted >= fail_after:
                 raise ProviderError(RunError(
                     f"echo provider {self.name!r} failed after {emitted} words (fail_after_words)",
                     code="provider_error", status=500,
                 ))
-            if self.options.delay_seconds:
-                await asyncio.sleep(self.options.delay_seconds)
+            if delay:
+                await asyncio.sleep(delay)
             yield TextDelta(word)
             emitted += 1
         yield Usage(input_tokens=input_tokens, output_tokens=emitted)

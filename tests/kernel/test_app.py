@@ -167,7 +167,7 @@ async def test_json_that_would_fail_later_is_a_400_not_a_500(make_app, running, 
         error = (await response.get_json())["error"]
         assert needle in error["message"]
         assert error["param"] == param
-        paired = await client.post("/example/echo", headers=JSON, data='{"t": "\\ud83d\\ude00"}'.encode())
+        paired = await client.post("/example/echo", headers=JSON, data=b'{"t": "\\ud83d\\ude00"}')
         assert paired.status_code == 200  # a surrogate *pair* is an ordinary emoji
         assert (await paired.get_json())["received"] == {"t": "\U0001F600"}
 
