@@ -10,7 +10,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from kernel.agents import Agent
@@ -66,46 +66,65 @@ class RunResult:
         return [i for i in self.output if isinstance(i, ToolCall)]
 
 
-@dataclass
 class _Assembler:
-    """Builds ordered output items from events as they stream."""
+    """Builds ordered output items from events as they stream.
 
-    output: list[Item] = field(default_factory=list)
-    calls: dict[int, ToolCall] = field(default_factory=dict)
-    usage: Usage | None = None
-    # The text part of the trailing assistant message, while it is the last item: text
-    # deltas (nearly every event) then cost one append instead of a type dispatch.
-    _text: TextPart | None = None
+    Text and reasoning deltas are collected as pieces and joined when the output is
+    read: ``part.text += delta`` on an attribute copies the whole string every time,
+    which makes a long answer quadratic in its length.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[Item] = []
+        self.calls: dict[int, ToolCall] = {}
+        self.usage: Usage | None = None
+        # The item whose text grows (a TextPart of the trailing assistant message, or a
+        # trailing Reasoning) and its pieces so far; None once another item starts.
+        self._open: TextPart | Reasoning | None = None
+        self._open_kind: type[RunEvent] | None = None
+        self._pieces: list[str] = []
+
+    @property
+    def output(self) -> list[Item]:
+        if self._open is not None:
+            self._open.text = "".join(self._pieces)
+        return self._items
+
+    def _close(self) -> None:
+        if self._open is not None:
+            self._open.text = "".join(self._pieces)
+            self._open = self._open_kind = None
+            self._pieces = []
 
     def feed(self, ev: RunEvent) -> None:
-        if isinstance(ev, TextDelta):
-            part = self._text
-            if part is None:
-                part = self._text = TextPart("")
-                self.output.append(Message(role="assistant", parts=[part]))
-            part.text += ev.text
-            return
-        last = self.output[-1] if self.output else None
-        if isinstance(ev, ReasoningDelta):
-            if not isinstance(last, Reasoning):
-                last = Reasoning()
-                self.output.append(last)
-                self._text = None
-            last.text += ev.text
+        kind = type(ev)
+        if kind is TextDelta or kind is ReasoningDelta:
+            if self._open_kind is not kind:
+                self._close()
+                if kind is TextDelta:
+                    part = TextPart("")
+                    self._items.append(Message(role="assistant", parts=[part]))
+                    self._open = part
+                else:
+                    reasoning = Reasoning()
+                    self._items.append(reasoning)
+                    self._open = reasoning
+                self._open_kind = kind
+            self._pieces.append(ev.text)  # type: ignore[union-attr]
         elif isinstance(ev, ToolCallStart):
+            self._close()
             call = ToolCall(call_id=ev.call_id, name=ev.name, arguments="")
             self.calls[ev.index] = call
-            self.output.append(call)
-            self._text = None
+            self._items.append(call)
         elif isinstance(ev, ToolCallDelta) and ev.index in self.calls:
             self.calls[ev.index].arguments += ev.arguments
         elif isinstance(ev, ToolCallDone):
             call = self.calls.get(ev.index)
             if call is None:
+                self._close()
                 call = ToolCall(call_id=ev.call_id, name=ev.name, arguments=ev.arguments)
                 self.calls[ev.index] = call
-                self.output.append(call)
-                self._text = None
+                self._items.append(call)
             call.arguments = ev.arguments
         elif isinstance(ev, Usage):
             self.usage = ev

@@ -30,6 +30,8 @@ from kernel import (
     Usage,
     hookimpl,
 )
+from kernel.runs import _Assembler
+from kernel.types import Reasoning, ReasoningDelta
 
 
 class ProbeOptions(BaseModel):
@@ -307,3 +309,25 @@ async def test_finished_runs_are_forgotten_after_a_while(kernel, monkeypatch):
     newer = kernel.runs.start(turn("words"))
     await newer.wait()
     assert kernel.runs.get(old.id) is None
+
+
+def test_the_assembler_orders_text_reasoning_and_tool_calls_as_they_streamed():
+    asm = _Assembler()
+    events = [ReasoningDelta("think "), ReasoningDelta("hard"), TextDelta("Hel"), TextDelta("lo"),
+              ToolCallStart(index=0, call_id="c1", name="f"), ToolCallDone(index=0, call_id="c1", name="f",
+                                                                           arguments="{}"),
+              TextDelta("after"), ReasoningDelta("again"), TextDelta(" and "), TextDelta("more")]
+    for ev in events[:4]:
+        asm.feed(ev)
+    assert asm.output[1].text == "Hello"  # readable mid-stream
+    for ev in events[4:]:
+        asm.feed(ev)
+    kinds = [type(i).__name__ for i in asm.output]
+    assert kinds == ["Reasoning", "Message", "ToolCall", "Message", "Reasoning", "Message"]
+    assert [getattr(i, "text", None) for i in asm.output] == ["think hard", "Hello", None, "after", "again",
+                                                               " and more"]
+    assert isinstance(asm.output[0], Reasoning)
+    many = _Assembler()
+    for _ in range(20_000):
+        many.feed(TextDelta("ab"))
+    assert many.output[0].text == "ab" * 20_000
