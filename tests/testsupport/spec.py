@@ -11,7 +11,22 @@ from typing import Any
 import jsonschema
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC_PATH = Path(os.environ.get("OPENRESPONSES_SPEC", REPO.parent / "shared" / "spec" / "openresponses-openapi.json"))
+SPEC_NAME = "openresponses-openapi.json"
+# The published document as it sits beside the checkout in this workspace ...
+SHARED_SPEC = REPO.parent / "shared" / "spec" / SPEC_NAME
+# ... and a byte-identical copy of it in the repo, so a clone anywhere (CI) has it too;
+# tests/plugins/openresponses/test_published_spec.py fails if the two ever differ.
+VENDORED_SPEC = Path(__file__).resolve().parent / "published" / SPEC_NAME
+
+
+def _spec_path() -> Path:
+    given = os.environ.get("OPENRESPONSES_SPEC")
+    if given:
+        return Path(given)
+    return SHARED_SPEC if SHARED_SPEC.exists() else VENDORED_SPEC
+
+
+SPEC_PATH = _spec_path()
 
 
 @functools.cache
