@@ -51,14 +51,14 @@ def number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None
     return float(value)
 
 
-def integer(body: dict[str, Any], key: str, lo: int) -> int | None:
-    """An optional integer of at least ``lo``."""
+def integer(body: dict[str, Any], key: str, lo: int | None = None) -> int | None:
+    """An optional integer of at least ``lo`` (any integer when ``lo`` is None)."""
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(key, f"expected an integer, but got {describe(value)}.", code="invalid_type")
-    if value < lo:
+    if lo is not None and value < lo:
         raise invalid(key, f"{value} is too small; expected an integer of at least {lo}.")
     return value
 

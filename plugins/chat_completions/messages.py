@@ -6,8 +6,11 @@
 * an assistant's ``tool_calls`` become :class:`ToolCall` items, a tool message a
   :class:`ToolResult`.
 
-Images and inline files go through the kernel's media loader (size, type and fetch
-guard; files become text); audio input is refused with a 400 naming the part.
+Parsing is two-phase, as in the OpenResponses plugin: :func:`parse_messages` checks
+the whole array's structure without I/O and leaves images and inline files pending;
+:meth:`ParsedMessages.load_media` then hands them to the kernel's media loader (size,
+type and fetch guard; files become text). So a request that is wrong anywhere gets its
+400 before any URL is fetched. Audio input is refused with a 400 naming the part.
 """
 
 from __future__ import annotations
@@ -31,17 +34,75 @@ class MediaSource(Protocol):
                    filename: str | None = None, param: str) -> FilePart: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PendingImage:
+    """An ``image_url`` part checked for shape, not yet loaded."""
+
+    url: str
+    detail: str
+    param: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFile:
+    """A ``file`` part with inline data, checked for shape, not yet loaded."""
+
+    file_data: str
+    filename: str | None
+    param: str
+
+
+@dataclass(slots=True)
+class DraftUserMessage:
+    """A user message some of whose parts still need the media loader."""
+
+    parts: list[TextPart | PendingImage | PendingFile]
+
+    async def load(self, media: MediaSource) -> Message:
+        """The message with every pending part loaded (in order, so request-wide limits hold)."""
+        loaded: list[TextPart | ImagePart | FilePart] = []
+        for part in self.parts:
+            if isinstance(part, PendingImage):
+                loaded.append(await media.image(part.url, detail=part.detail, param=part.param))
+            elif isinstance(part, PendingFile):
+                loaded.append(await media.file(file_data=part.file_data, filename=part.filename, param=part.param))
+            else:
+                loaded.append(part)
+        return Message("user", loaded)
+
+
+Draft = Item | DraftUserMessage
+
+
 @dataclass
 class ParsedMessages:
-    """The messages array split the way a :class:`kernel.types.Turn` wants it."""
+    """The messages array split the way a :class:`kernel.types.Turn` wants it.
+
+    ``history`` and ``input`` may hold :class:`DraftUserMessage` until
+    :meth:`load_media` has run. ``unanswered_results`` lists the tool messages whose
+    ``tool_call_id`` no earlier assistant message in the request offered, as
+    ``(param path, call id)``: fine when a session holds the call, a 400 otherwise.
+    """
 
     system: str
-    history: list[Item] = field(default_factory=list)
-    input: list[Item] = field(default_factory=list)
+    history: list[Draft] = field(default_factory=list)
+    input: list[Draft] = field(default_factory=list)
+    unanswered_results: list[tuple[str, str]] = field(default_factory=list)
+    has_media: bool = False
+
+    async def load_media(self, media: MediaSource) -> tuple[list[Item], list[Item]]:
+        """``(history, input)`` as plain kernel items, pending media loaded."""
+        if not self.has_media:  # the common case: nothing to load, nothing to copy
+            return self.history, self.input  # type: ignore[return-value]
+        return await _load_all(self.history, media), await _load_all(self.input, media)
 
 
-async def parse_messages(raw: Any, media: MediaSource) -> ParsedMessages:
-    """Validate ``messages`` and turn it into system text, history and input."""
+async def _load_all(drafts: list[Draft], media: MediaSource) -> list[Item]:
+    return [await d.load(media) if isinstance(d, DraftUserMessage) else d for d in drafts]
+
+
+def parse_messages(raw: Any) -> ParsedMessages:
+    """Validate ``messages`` and split it into system text, history and input (no I/O)."""
     if raw is None:
         raise ApiError(400, "Missing required parameter: 'messages'.", param="messages",
                        code="missing_required_parameter")
@@ -50,7 +111,10 @@ async def parse_messages(raw: Any, media: MediaSource) -> ParsedMessages:
         raise invalid("messages", "empty array. Expected an array with minimum length 1, but got an empty "
                       "array instead.", code="empty_array")
     system: list[str] = []
-    converted: list[tuple[str, list[Item]]] = []
+    converted: list[tuple[str, list[Draft]]] = []
+    offered: set[str] = set()  # tool call ids of the assistant messages seen so far
+    unanswered: list[tuple[str, str]] = []
+    has_media = False
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
         message = want(message, dict, path)
@@ -62,12 +126,21 @@ async def parse_messages(raw: Any, media: MediaSource) -> ParsedMessages:
         if role in ("system", "developer"):
             system.append(_text_only(message.get("content"), f"{path}.content", required_=True))
         elif role == "user":
-            converted.append((role, [Message("user", await _user_parts(message.get("content"), path, media))]))
+            parts = _user_parts(message.get("content"), path)
+            if any(isinstance(p, PendingImage | PendingFile) for p in parts):
+                has_media = True
+                converted.append((role, [DraftUserMessage(parts)]))
+            else:
+                converted.append((role, [Message("user", parts)]))  # type: ignore[arg-type]
         elif role == "assistant":
-            converted.append((role, _assistant_items(message, path)))
+            items = _assistant_items(message, path)
+            offered.update(item.call_id for item in items if isinstance(item, ToolCall))
+            converted.append((role, items))
         else:
             call_id = required(message, "tool_call_id", str, f"{path}.tool_call_id")
             output = _text_only(message.get("content"), f"{path}.content", required_=True)
+            if call_id not in offered:
+                unanswered.append((f"{path}.tool_call_id", call_id))
             converted.append((role, [ToolResult(call_id=call_id, output=output)]))
     # The newest user/tool messages are this turn's input; what precedes them is history.
     split = len(converted)
@@ -77,6 +150,8 @@ async def parse_messages(raw: Any, media: MediaSource) -> ParsedMessages:
         system="\n\n".join(s for s in system if s),
         history=[item for _, items in converted[:split] for item in items],
         input=[item for _, items in converted[split:] for item in items],
+        unanswered_results=unanswered,
+        has_media=has_media,
     )
 
 
@@ -102,14 +177,14 @@ def _text_only(content: Any, path: str, *, required_: bool, allow: tuple[str, ..
     return "".join(texts)
 
 
-async def _user_parts(content: Any, path: str, media: MediaSource) -> list[TextPart | ImagePart | FilePart]:
+def _user_parts(content: Any, path: str) -> list[TextPart | PendingImage | PendingFile]:
     path = f"{path}.content"
     if content is None:
         raise ApiError(400, f"Missing required parameter: '{path}'.", param=path, code="missing_required_parameter")
     if isinstance(content, str):
         return [TextPart(content)]
     parts = want(content, list, path)
-    out: list[TextPart | ImagePart | FilePart] = []
+    out: list[TextPart | PendingImage | PendingFile] = []
     for j, part in enumerate(parts):
         ppath = f"{path}[{j}]"
         part = want(part, dict, ppath)
@@ -122,20 +197,20 @@ async def _user_parts(content: Any, path: str, media: MediaSource) -> list[TextP
             detail = image.get("detail") or "auto"
             if detail not in DETAILS:
                 raise invalid(f"{ppath}.image_url.detail", f"{detail!r} is not one of {', '.join(DETAILS)}.")
-            out.append(await media.image(url, detail=detail, param=f"{ppath}.image_url"))
+            out.append(PendingImage(url, detail, f"{ppath}.image_url"))
         elif kind == "input_audio":
             raise ApiError(400, f"Audio input is not supported by this gateway ('{ppath}'); send the "
                            "audio's transcript as a 'text' part instead.", param=ppath,
                            code="unsupported_content_type")
         elif kind == "file":
-            out.append(await _file_part(part, ppath, media))
+            out.append(_file_part(part, ppath))
         else:
             raise invalid(f"{ppath}.type", f"{kind!r} is not a content part type; expected 'text', "
                           "'image_url' or 'file'.", code="invalid_content_part")
     return out
 
 
-async def _file_part(part: dict[str, Any], path: str, media: MediaSource) -> FilePart:
+def _file_part(part: dict[str, Any], path: str) -> PendingFile:
     """A ``file`` part with inline ``file_data``; uploaded ``file_id``s need a Files API we lack."""
     spec = required(part, "file", dict, f"{path}.file")
     if spec.get("file_id") is not None:
@@ -146,7 +221,7 @@ async def _file_part(part: dict[str, Any], path: str, media: MediaSource) -> Fil
     filename = spec.get("filename")
     if filename is not None:
         want(filename, str, f"{path}.file.filename")
-    return await media.file(file_data=data, filename=filename, param=f"{path}.file")
+    return PendingFile(data, filename, f"{path}.file")
 
 
 def _assistant_items(message: dict[str, Any], path: str) -> list[Item]:

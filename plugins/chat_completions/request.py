@@ -5,6 +5,9 @@ OpenAI field path (``messages[3].content[1].image_url``, ``tool_choice.function.
 and says what would be right. Fields OpenAI defines that the gateway cannot honour
 are accepted and ignored (see :data:`IGNORED_FIELDS`); fields that would change the
 answer's shape in a way we cannot produce are refused.
+
+Parsing does no I/O: images and files stay pending until
+:meth:`ChatRequest.load_media`, so every structural 400 comes before any fetch.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from typing import Any
 
 from kernel import Limits, ToolChoice, ToolSpec, Turn
 from plugins.chat_completions.fields import integer, invalid, number, opt, required, want
-from plugins.chat_completions.messages import MediaSource, parse_messages
+from plugins.chat_completions.messages import MediaSource, ParsedMessages, parse_messages
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_STOP_SEQUENCES = 4
 MAX_METADATA_PAIRS = 16
+MAX_TOOLS = 128  # OpenAI's own limit on functions per request
 
 # OpenAI request fields that are accepted and ignored: sampling knobs our providers do
 # not take, output options that only add detail we never produce, and platform
@@ -41,34 +45,61 @@ _REFUSED = {
 
 @dataclass
 class ChatRequest:
-    """What the route needs after parsing: the turn and how to answer."""
+    """What the route needs after parsing: the turn and how to answer.
+
+    ``turn.history`` and ``turn.input`` are empty until :meth:`load_media` has run.
+    """
 
     turn: Turn
     stream: bool
     include_usage: bool
+    messages: ParsedMessages
+
+    def require_answered_calls(self) -> None:
+        """A 400 for a tool message whose call the request never made.
+
+        Only meaningful without a session: with one, the call may be in the transcript.
+        OpenAI refuses such a message too, and an upstream model would otherwise fail
+        later with a less helpful error.
+        """
+        if self.messages.unanswered_results:
+            param, call_id = self.messages.unanswered_results[0]
+            raise invalid(param, f"{call_id!r} answers no tool call of an earlier assistant message; a 'tool' "
+                          "message must follow the assistant message whose 'tool_calls' hold that id (or send "
+                          "an 'x-session-key' whose transcript holds the call).")
+
+    async def load_media(self, media: MediaSource) -> Turn:
+        """Load pending images and files into the turn (400s name the part) and return it."""
+        self.turn.history, self.turn.input = await self.messages.load_media(media)
+        return self.turn
 
 
-async def parse_request(body: dict[str, Any], *, agent: str, media: MediaSource) -> ChatRequest:
-    """Validate ``body`` and build the turn for ``agent`` (routing is the caller's job)."""
+async def parse_and_load(body: dict[str, Any], *, agent: str, media: MediaSource) -> ChatRequest:
+    """:func:`parse_request` then :meth:`ChatRequest.load_media`, for callers with no session step."""
+    request = parse_request(body, agent=agent)
+    await request.load_media(media)
+    return request
+
+
+def parse_request(body: dict[str, Any], *, agent: str) -> ChatRequest:
+    """Validate ``body`` and build the turn for ``agent`` (routing is the caller's job); no I/O."""
     for key, message in _REFUSED.items():
         if body.get(key) is not None:
             raise invalid(key, message, code="unsupported_parameter")
     modalities = opt(body, "modalities", list)
     if modalities is not None and any(m != "text" for m in modalities):
         raise invalid("modalities", "only ['text'] output is supported.", code="unsupported_value")
-    n = body.get("n")
+    n = integer(body, "n")  # a non-integer is a type error; any other integer gets the message below
     if n is not None and n != 1:
-        raise invalid("n", f"only one choice is supported (n must be 1), but got {n!r}.",
-                      code="unsupported_value")
+        raise invalid("n", f"only one choice is supported (n must be 1), but got {n}.", code="unsupported_value")
     stream = bool(opt(body, "stream", bool))
     include_usage = _stream_options(body, stream)
 
-    messages = await parse_messages(body.get("messages"), media)
+    messages = parse_messages(body.get("messages"))
     tools = _tools(body.get("tools"))
     turn = Turn(
         agent=agent,
-        input=messages.input,
-        history=messages.history,
+        input=[],
         system=messages.system,
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools),
@@ -78,7 +109,7 @@ async def parse_request(body: dict[str, Any], *, agent: str, media: MediaSource)
         user=opt(body, "user", str),
         surface="chat",
     )
-    return ChatRequest(turn=turn, stream=stream, include_usage=include_usage)
+    return ChatRequest(turn=turn, stream=stream, include_usage=include_usage, messages=messages)
 
 
 def _stream_options(body: dict[str, Any], stream: bool) -> bool:
@@ -122,7 +153,11 @@ def _tools(raw: Any) -> list[ToolSpec]:
         return []
     specs: list[ToolSpec] = []
     seen: set[str] = set()
-    for i, tool in enumerate(want(raw, list, "tools")):
+    tools = want(raw, list, "tools")
+    if len(tools) > MAX_TOOLS:
+        raise invalid("tools", f"at most {MAX_TOOLS} tools are allowed, but got {len(tools)}.",
+                      code="array_above_max_length")
+    for i, tool in enumerate(tools):
         path = f"tools[{i}]"
         tool = want(tool, dict, path)
         if tool.get("type") != "function":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 SURFACE = "chat"
 OWNED_BY = "agentkernel"
 
+log = logging.getLogger("plugins.chat_completions")
+
 
 def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
     """Build the plugin's routes around one kernel."""
@@ -39,9 +42,13 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
         body = await read_json(settings.max_body_bytes)
         model = opt(body, "model", str)
         agent = kernel.agents.resolve(model, request.headers)
-        parsed = await parse_request(body, agent=agent.name, media=MediaLoader(settings.media))
+        # Every structural check, the session key's included, comes before any media is fetched.
+        parsed = parse_request(body, agent=agent.name)
         turn = parsed.turn
         turn.session_key = requested_session_key(request.headers, agent=agent.name, surface=SURFACE, user=turn.user)
+        if turn.session_key is None:
+            parsed.require_answered_calls()
+        await parsed.load_media(MediaLoader(settings.media))
         if model and not _names_agent(kernel, model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
@@ -53,9 +60,9 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
         if not parsed.stream:
             result = await _wait(run)
             if result.status == "failed" and result.error is not None:
-                raise run_error(result.error)
+                raise run_error(result.error, run.id)
             if result.status == "cancelled":
-                raise run_error(CANCELLED)
+                raise run_error(CANCELLED, run.id)
             payload = completion_body(cid=cid, created=created, model=echoed, result=result,
                                       expose_reasoning=settings.expose_reasoning)
             return Response(compact_dumps(payload), mimetype="application/json")
@@ -64,7 +71,7 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
         first = await _first_event(run, events)
         encoder = ChunkEncoder(cid=cid, created=created, model=echoed, include_usage=parsed.include_usage,
                                expose_reasoning=settings.expose_reasoning)
-        return sse_response(_chunks(first, events, encoder), on_disconnect=run.cancel)
+        return sse_response(_chunks(first, events, encoder, run.id), on_disconnect=lambda: _disconnected(run))
 
     @bp.get("/v1/models")
     async def list_models() -> Any:
@@ -96,8 +103,11 @@ def agent_name_of(model_id: str) -> str:
     return model_id
 
 
-def run_error(error: RunError) -> ApiError:
-    """A run that failed before anything was streamed, as an HTTP error."""
+def run_error(error: RunError, run_id: str) -> ApiError:
+    """A run that failed before anything was streamed, as an HTTP error (logged: the client may not say)."""
+    # A saturated provider (429) is routine; anything else is worth an operator's look.
+    log.log(logging.INFO if error.status < 500 else logging.WARNING, "run %s failed (%d %s): %s",
+            run_id, error.status, error.code, error.message)
     headers = None
     if error.status == 429:
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after or 1)))}
@@ -109,12 +119,19 @@ def _names_agent(kernel: Kernel, model: str) -> bool:
     return model.startswith(MODEL_PREFIXES) or model in kernel.agents
 
 
+def _disconnected(run: Run) -> None:
+    """The client went away: its run goes with it (chat runs are never background runs)."""
+    if not run.done:
+        log.info("client disconnected; cancelled run %s", run.id)
+    run.cancel()
+
+
 async def _wait(run: Run) -> Any:
     try:
         return await run.wait()
     except asyncio.CancelledError:
-        # Quart cancels the view when the client disconnects: the run goes with it.
-        run.cancel()
+        # Quart cancels the view when the client disconnects.
+        _disconnected(run)
         raise
 
 
@@ -123,17 +140,18 @@ async def _first_event(run: Run, events: AsyncIterator[RunEvent]) -> RunEvent:
     try:
         first = await anext(events)
     except asyncio.CancelledError:
-        run.cancel()
+        _disconnected(run)
         await events.aclose()  # type: ignore[attr-defined]
         raise
     if isinstance(first, Failed):
-        raise run_error(first.error)
+        raise run_error(first.error, run.id)
     if isinstance(first, Finished) and first.reason == "cancelled":
-        raise run_error(CANCELLED)
+        raise run_error(CANCELLED, run.id)
     return first
 
 
-async def _chunks(first: RunEvent, events: AsyncIterator[RunEvent], encoder: ChunkEncoder) -> AsyncIterator[bytes]:
+async def _chunks(first: RunEvent, events: AsyncIterator[RunEvent], encoder: ChunkEncoder,
+                  run_id: str) -> AsyncIterator[bytes]:
     try:
         data = encoder.encode(first)
         if data:
@@ -145,6 +163,8 @@ async def _chunks(first: RunEvent, events: AsyncIterator[RunEvent], encoder: Chu
             if data:
                 yield data
             if encoder.done:
+                if isinstance(ev, Failed):
+                    log.warning("run %s failed mid-stream (%s): %s", run_id, ev.error.code, ev.error.message)
                 return
     finally:
         await events.aclose()  # type: ignore[attr-defined]

@@ -1,4 +1,10 @@
-"""Fixtures for the Chat Completions tests: one live server per module, strict SDK validation."""
+"""Fixtures for the Chat Completions tests: one live server per module, strict SDK validation.
+
+Every 200 answer of ``/v1/chat/completions`` that passes through :attr:`Server.sdk` or
+:attr:`Server.http` is validated with the openai SDK's own ``ChatCompletion`` /
+``ChatCompletionChunk`` models in strict mode (the SDK itself builds its objects
+without validation, so an SDK call alone proves little about the shape).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
 from kernel.testing import AUTH_HEADERS, TEST_TOKEN, build_app, default_config, merge, serve_in_thread
@@ -39,8 +46,20 @@ class Server:
         self.base = base
         self.app = app
         self.kernel = app.extensions["kernel"]
-        self.sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=TEST_TOKEN, max_retries=0, timeout=30)
-        self.http = httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30)
+        self.validated = 0  # completions and chunks checked by the response hook
+        hooks = {"response": [self._validate_response]}
+        self.sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=TEST_TOKEN, max_retries=0, timeout=30,
+                                 http_client=httpx.Client(event_hooks=hooks))
+        self.http = httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30, event_hooks=hooks)
+        # Unchecked, for tests that stop reading a stream half-way (the hook reads it all).
+        self.raw = httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30)
+
+    def _validate_response(self, response: httpx.Response) -> None:
+        """Check every successful chat answer, whole or streamed, against the SDK's models."""
+        if response.request.url.path != "/v1/chat/completions" or response.status_code != 200:
+            return
+        response.read()  # buffered: the caller still iterates the same bytes afterwards
+        self.validated += validate_wire(response.headers["content-type"], response.text)
 
     def post(self, body: Any, **kwargs: Any) -> httpx.Response:
         """POST /v1/chat/completions with the bearer token."""
@@ -63,7 +82,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv = Server(base, app)
         yield srv
         srv.http.close()
+        srv.raw.close()
         srv.sdk.close()
+
+
+def strict_validate(model: type[BaseModel], data: Any) -> Any:
+    """Validate ``data`` with one of the SDK's models in strict mode, allowing no unknown keys."""
+    if isinstance(data, str | bytes):
+        data = json.loads(data)
+    parsed = model.model_validate(data, strict=True)
+    _no_extras(parsed, model.__name__)
+    return parsed
+
+
+def validate_wire(content_type: str, text: str) -> int:
+    """Validate a whole body or an SSE stream; returns how many objects were checked."""
+    if content_type.startswith("application/json"):
+        strict_validate(ChatCompletion, text)
+        return 1
+    assert content_type.startswith("text/event-stream"), content_type
+    events = [e for e in text.split("\n\n") if e.strip()]
+    payloads = [e.removeprefix("data: ") for e in events if not e.startswith(":")]  # ": ping" comments
+    assert all(e.startswith("data: ") for e in events if not e.startswith(":")), events
+    assert payloads[-1] == "[DONE]" and "[DONE]" not in payloads[:-1], payloads[-3:]
+    for i, payload in enumerate(payloads[:-1]):
+        data = json.loads(payload)
+        if "error" in data:  # a mid-stream failure: OpenAI's error object, last before [DONE]
+            assert i == len(payloads) - 2 and set(data) == {"error"}, payloads
+            assert set(data["error"]) == {"message", "type", "param", "code"}, data
+        else:
+            strict_validate(ChatCompletionChunk, data)
+    return len(payloads) - 1
 
 
 def _no_extras(model: BaseModel, where: str) -> None:
@@ -86,11 +135,4 @@ def _walk(value: Any, where: str) -> None:
 def strict() -> Callable[[type[BaseModel], Any], Any]:
     """``strict(ChatCompletion, raw_json_dict)``: validate with the SDK's model in strict mode."""
 
-    def check(model: type[BaseModel], data: Any) -> Any:
-        if isinstance(data, str | bytes):
-            data = json.loads(data)
-        parsed = model.model_validate(data, strict=True)
-        _no_extras(parsed, model.__name__)
-        return parsed
-
-    return check
+    return strict_validate

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import ValidationError
 
 from kernel import (
     Failed,
@@ -101,3 +103,30 @@ def test_completion_body(strict):
     body = strict(ChatCompletion, completion_body(cid="chatcmpl-2", created=1, model="m", result=empty))
     choice = body.choices[0]
     assert (choice.message.content, choice.finish_reason, body.usage.total_tokens) == ("", "length", 0)
+
+
+@pytest.mark.parametrize(("reason", "calls", "expected"), [
+    ("stop", False, "stop"), ("length", False, "length"), ("content_filter", False, "content_filter"),
+    ("tool_calls", True, "tool_calls"), ("stop", True, "tool_calls"), ("length", True, "length"),
+])
+def test_finish_reasons(strict, reason, calls, expected):
+    events = [ToolCallDone(0, "c", "f", "{}")] if calls else [TextDelta("a")]
+    out = encode_all([*events, Finished(reason)])
+    assert strict(ChatCompletionChunk, out[-2]).choices[0].finish_reason == expected
+    output = [ToolCall(call_id="c", name="f", arguments="{}")] if calls else [Message("assistant", [TextPart("a")])]
+    body = completion_body(cid="chatcmpl-3", created=1, model="m",
+                           result=RunResult("completed", output, None, reason, None))
+    assert strict(ChatCompletion, body).choices[0].finish_reason == expected
+
+
+def test_the_strict_check_can_fail(strict):
+    # The validator the other tests rely on rejects what the SDK's models do not define.
+    good = json.loads(encode_all([TextDelta("a"), Finished("stop")])[1])
+    strict(ChatCompletionChunk, good)
+    for broken in ({**good, "created": "1"}, {**good, "object": "chat.completion"},
+                   {**good, "choices": [{**good["choices"][0], "finish_reason": "cancelled"}]},
+                   {k: v for k, v in good.items() if k != "model"}):
+        with pytest.raises(ValidationError):
+            strict(ChatCompletionChunk, broken)
+    with pytest.raises(AssertionError, match="bogus"):
+        strict(ChatCompletionChunk, {**good, "choices": [{**good["choices"][0], "bogus": 1}]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import openai
@@ -32,11 +33,18 @@ def error_of(resp: httpx.Response, status: int) -> dict:
     ({"messages": USER, "tools": [{"type": "function", "function": {"name": "bad name"}}]},
      "tools[0].function.name", "invalid_value"),
     ({"messages": USER, "model": 5}, "model", "invalid_type"),
+    ({"messages": USER, "n": True}, "n", "invalid_type"),
+    # Structure first: the (unfetchable) image is never tried while another field is wrong.
+    ({"messages": [{"role": "user", "content": [{"type": "image_url",
+                                                 "image_url": {"url": "http://127.0.0.1:9/cat.png"}}]}],
+      "tool_choice": "always"}, "tool_choice", "invalid_value"),
+    ({"messages": [*USER, {"role": "tool", "tool_call_id": "call_x", "content": "sunny"}]},
+     "messages[1].tool_call_id", "invalid_value"),
 ])
 def test_400s_name_the_field(server, body, param, code):
     err = error_of(server.post(body), 400)
     assert (err["param"], err["code"], err["type"]) == (param, code, "invalid_request_error")
-    if param == "n":
+    if param == "n" and code == "unsupported_value":
         assert "only one choice is supported" in err["message"]
 
 
@@ -109,3 +117,17 @@ def test_failure_after_streaming_began_is_a_final_error_event(server, strict):
     with pytest.raises(openai.APIError, match="fail_after_words"):
         for _ in stream:
             pass
+
+
+def test_a_session_may_hold_the_call_a_tool_message_answers(server):
+    # Without a session the call must be in the request (above); with one, the transcript has it.
+    headers = {"x-session-key": f"tools-{uuid.uuid4().hex}"}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    first = server.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "Oslo"}],
+                                               tools=tools, tool_choice="required", extra_headers=headers)
+    (call,) = first.choices[0].message.tool_calls
+    second = server.sdk.chat.completions.create(
+        model="agent:main", tools=tools, extra_headers=headers,
+        messages=[{"role": "tool", "tool_call_id": call.id, "content": "rain"}])
+    assert second.choices[0].message.content == "rain" and second.choices[0].finish_reason == "stop"

@@ -9,7 +9,7 @@ import pytest
 
 from kernel import ApiError, FilePart, ImagePart, Message, TextPart, ToolCall, ToolResult
 from kernel.media import MediaLimits, MediaLoader
-from plugins.chat_completions.request import parse_request
+from plugins.chat_completions.request import MAX_TOOLS, parse_and_load, parse_request
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
 TOOLS = [
@@ -21,7 +21,17 @@ TOOLS = [
 
 
 async def parse(body: dict[str, Any], limits: MediaLimits | None = None):
-    return await parse_request(body, agent="main", media=MediaLoader(limits or MediaLimits()))
+    return await parse_and_load(body, agent="main", media=MediaLoader(limits or MediaLimits()))
+
+
+class NoFetch:
+    """A media source that must never be asked: parsing alone does no I/O."""
+
+    async def image(self, url: str, **kw: Any) -> ImagePart:
+        raise AssertionError(f"image {url} loaded during parsing")
+
+    async def file(self, **kw: Any) -> FilePart:
+        raise AssertionError("file loaded during parsing")
 
 
 async def error_of(body: dict[str, Any]) -> ApiError:
@@ -153,6 +163,11 @@ async def test_image_and_file_parts_go_through_the_media_loader():
      "messages[0].tool_calls[0].function.arguments", "JSON-encoded string"),
     ({"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages[0].role", "deprecated"),
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n", "only one choice is supported"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n", "only one choice is supported"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": True}, "n", "expected an integer, but got a boolean"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": "1"}, "n", "expected an integer, but got a string"),
+    ({"messages": [{"role": "user", "content": "x"}], "tools": [
+        {"type": "function", "function": {"name": f"f{i}"}} for i in range(MAX_TOOLS + 1)]}, "tools", "at most 128"),
     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens", "at least 1"),
     ({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": "5"}, "max_completion_tokens",
      "expected an integer"),
@@ -182,3 +197,44 @@ async def test_invalid_fields_are_400s_naming_the_path(body, param, words):
     err = await error_of(body)
     assert err.param == param
     assert words in err.message
+
+
+async def test_parsing_checks_every_field_before_loading_any_media():
+    # The image would be loaded (or refused) only after all of the body is known to be valid.
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}},
+        {"type": "file", "file": {"file_data": "aGk=", "filename": "a.txt"}}]}],
+        "tools": [{"type": "function", "function": {"name": "bad name"}}]}
+    with pytest.raises(ApiError) as info:
+        parse_request(body, agent="main")
+    assert info.value.param == "tools[0].function.name"
+    body.pop("tools")
+    req = parse_request(body, agent="main")
+    assert req.turn.input == [] and req.messages.has_media
+    with pytest.raises(AssertionError, match="loaded during parsing"):
+        await req.load_media(NoFetch())
+
+
+async def test_requests_without_media_skip_the_loader():
+    req = parse_request({"messages": [{"role": "user", "content": "hi"}]}, agent="main")
+    turn = await req.load_media(NoFetch())
+    assert turn.input == [Message("user", [TextPart("hi")])]
+
+
+def test_tool_messages_must_answer_a_call_made_in_the_request():
+    call = {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                  "function": {"name": "f", "arguments": "{}"}}]}
+    answered = parse_request({"messages": [{"role": "user", "content": "x"}, call,
+                                           {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}, agent="main")
+    answered.require_answered_calls()
+    orphan = parse_request({"messages": [{"role": "user", "content": "x"}, call,
+                                         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                                         {"role": "tool", "tool_call_id": "c2", "content": "?"}]}, agent="main")
+    with pytest.raises(ApiError) as info:
+        orphan.require_answered_calls()
+    assert info.value.status == 400 and info.value.param == "messages[3].tool_call_id"
+    assert "'c2' answers no tool call" in info.value.message
+    # A result that comes before its call does not answer it either.
+    early = parse_request({"messages": [{"role": "tool", "tool_call_id": "c1", "content": "ok"}, call]},
+                          agent="main")
+    assert early.messages.unanswered_results == [("messages[0].tool_call_id", "c1")]

@@ -10,10 +10,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import openai
 import pytest
 
 from kernel import Failed, ProviderKind, RunError, RunEvent, TextDelta, Turn, hookimpl
-from kernel.testing import AUTH_HEADERS
+from kernel.testing import AUTH_HEADERS, TEST_TOKEN
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 LONG = " ".join(f"w{i}" for i in range(200))  # 200 words x 0.05 s: ten seconds unless cancelled
@@ -32,7 +33,7 @@ def wait_for_run(server, predicate, timeout: float = 5.0):
 
 def test_stream_disconnect_cancels_the_run(server):
     marker = f"stream-{uuid.uuid4().hex} {LONG}"
-    with server.http.stream("POST", "/v1/chat/completions", json={
+    with server.raw.stream("POST", "/v1/chat/completions", json={
             "model": "agent:slow", "stream": True, "messages": [{"role": "user", "content": marker}]}) as resp:
         lines = resp.iter_lines()
         first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
@@ -47,8 +48,8 @@ def test_stream_disconnect_cancels_the_run(server):
 def test_non_streaming_disconnect_cancels_the_run(server):
     marker = f"plain-{uuid.uuid4().hex}"
     with pytest.raises(httpx.ReadTimeout):
-        server.post({"model": "agent:slow", "messages": [{"role": "user", "content": f"{marker} {LONG}"}]},
-                    timeout=httpx.Timeout(30, read=0.3))
+        server.raw.post("/v1/chat/completions", timeout=httpx.Timeout(30, read=0.3),
+                        json={"model": "agent:slow", "messages": [{"role": "user", "content": f"{marker} {LONG}"}]})
     run = wait_for_run(server, lambda r: marker in r.turn.input[0].text)
     assert run.status == "cancelled"
 
@@ -150,3 +151,70 @@ def test_unknown_plugin_options_are_config_errors(make_app):
 
     with pytest.raises(ConfigError, match="max_body_byte"):
         make_app({"plugins": {"chat_completions": {"enabled": True, "max_body_byte": 5}}})
+
+
+class Recording:
+    """A provider that keeps every turn it is given and answers "ok"."""
+
+    name = "recording"
+    accepts_images = False
+
+    def __init__(self) -> None:
+        self.turns: list[Turn] = []
+
+    async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
+        self.turns.append(turn)
+        yield TextDelta("ok")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_request_fields_reach_the_provider(make_app, live_server):
+    recording = Recording()
+
+    class RecordingPlugin:
+        @hookimpl
+        def register_providers(self) -> list[ProviderKind]:
+            return [ProviderKind(kind="recording", factory=lambda name, options, kernel: recording)]
+
+    app = make_app({"plugins": {"chat_completions": {"enabled": True}},
+                    "agents": {"rec": {"provider": "recording", "instructions": "Agent rules."}}},
+                   extra_plugins={"recording": RecordingPlugin()})
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                                                "parameters": {"type": "object", "properties": {}}}}
+    with live_server(app) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=TEST_TOKEN, max_retries=0)
+        answer = client.chat.completions.create(
+            model="gpt-4o", extra_headers={"x-agent-id": "rec"},
+            messages=[{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "hi"}],
+            tools=[weather], tool_choice="none", parallel_tool_calls=False, max_completion_tokens=7,
+            temperature=0.3, top_p=0.9, stop=["END", "STOP"], user="u-1", metadata={"trace": "t1"},
+            response_format={"type": "json_object"}, seed=5)
+    assert answer.choices[0].message.content == "ok"
+    (turn,) = recording.turns
+    assert (turn.agent, turn.model, turn.system, turn.surface) == ("rec", "gpt-4o", "Agent rules.\n\nBe terse.", "chat")
+    assert [t.name for t in turn.tools] == ["get_weather"] and turn.tool_choice.mode == "none"
+    limits = turn.limits
+    assert (limits.max_output_tokens, limits.temperature, limits.top_p, limits.stop, limits.parallel_tool_calls) == (
+        7, 0.3, 0.9, ["END", "STOP"], False)
+    assert (turn.user, turn.metadata, turn.response_format) == ("u-1", {"trace": "t1"}, {"type": "json_object"})
+    assert turn.session_key == "agent:rec:chat-user:u-1"
+
+
+def test_failures_and_disconnects_are_logged(server, caplog):
+    caplog.set_level(logging.INFO, logger="plugins.chat_completions")
+    assert server.post({"model": "agent:broken", "messages": [{"role": "user", "content": "x"}]}).status_code == 500
+    server.stream_lines({"model": "agent:flaky", "messages": [{"role": "user", "content": "a b c d"}]})
+    marker = f"gone-{uuid.uuid4().hex} {LONG}"
+    with server.raw.stream("POST", "/v1/chat/completions", json={
+            "model": "agent:slow", "stream": True, "messages": [{"role": "user", "content": marker}]}) as resp:
+        next(line for line in resp.iter_lines() if '"content":"gone-' in line)
+    run = wait_for_run(server, lambda r: marker in r.turn.input[0].text)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(run.id in r.getMessage() for r in caplog.records):
+        time.sleep(0.02)
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "plugins.chat_completions"]
+    assert any(level == "WARNING" and "failed (500 provider_error)" in m for level, m in messages), messages
+    assert any(level == "WARNING" and "failed mid-stream (provider_error)" in m for level, m in messages), messages
+    assert ("INFO", f"client disconnected; cancelled run {run.id}") in messages

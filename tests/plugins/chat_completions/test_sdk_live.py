@@ -16,8 +16,10 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"typ
 
 
 def test_create_plain(server, strict):
+    checked = server.validated
     completion = server.sdk.chat.completions.create(
         model="agent:main", messages=[{"role": "user", "content": "hello big world"}])
+    assert server.validated == checked + 1  # the SDK's answer went through the strict check
     assert completion.choices[0].message.content == "hello big world"
     assert completion.choices[0].finish_reason == "stop"
     assert completion.model == "agent:main" and completion.id.startswith("chatcmpl-")
@@ -32,8 +34,10 @@ def test_create_plain(server, strict):
 
 
 def test_create_streamed(server, strict):
+    checked = server.validated
     chunks = list(server.sdk.chat.completions.create(
         model="agent:main", messages=[{"role": "user", "content": "one two three"}], stream=True))
+    assert server.validated == checked + len(chunks)  # every chunk went through the strict check
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "one two three"
     assert [c.choices[0].finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
