@@ -16,8 +16,10 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from kernel.auth import bearer_token, is_public, public
 from kernel.config import Settings
 from kernel.errors import ApiError, default_type, error_body
+from kernel.http import drain_unread_body
 from kernel.plugins import load_plugins, per_plugin
 from kernel.runtime import Kernel
+from kernel.streaming import ResponseWatch
 
 log = logging.getLogger("kernel.http")
 access_log = logging.getLogger("kernel.access")
@@ -60,6 +62,7 @@ def create_app(
     _install_request_hooks(app, kernel)
     _install_error_handlers(app)
     _install_lifecycle(app, kernel)
+    app.asgi_app = ResponseWatch(app.asgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -148,6 +151,9 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
 
     @app.after_request
     async def stamp_and_log(response: Response) -> Response:
+        if not await drain_unread_body():
+            # Unread bytes remain on the connection: it cannot carry another request.
+            response.headers["Connection"] = "close"
         request_id = getattr(g, "request_id", None)
         if request_id:
             response.headers["x-request-id"] = request_id

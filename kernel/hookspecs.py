@@ -97,8 +97,16 @@ def transform_hook_payload(
 ) -> dict[str, Any] | None:
     """Rewrite or drop an incoming webhook payload (called by the ``hooks`` plugin).
 
-    Called for every request to a mapped hook, in plugin registration order, each
-    implementation receiving the previous one's result. Return the payload (changed
-    or not) to continue, or ``None`` to drop the request (the hook answers 204).
-    ``headers`` never contains ``authorization`` or ``cookie``.
+    Called for every authenticated, rate-admitted request to a mapped hook
+    (``POST <base_path>/<name>``, not the built-in ``wake`` and ``agent``), before a
+    mapping is chosen, in plugin registration order, each implementation receiving the
+    previous one's result. Return the payload (changed or not) to continue, or ``None``
+    to drop the request (the hook answers 204). An implementation may also return an
+    awaitable resolving to either; the hooks plugin awaits it. Raising, or returning
+    anything but a dict or None, answers 500 (``code: "transform_failed"``).
+
+    ``headers`` is a copy of the request headers with lower-cased names (repeated
+    headers joined with ``", "``), without the ones that carry credentials:
+    ``authorization``, ``proxy-authorization``, ``cookie``, ``set-cookie`` and
+    ``x-hook-token``.
     """

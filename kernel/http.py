@@ -2,41 +2,100 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from quart import request
+from quart import current_app, g, request
 
 from kernel.errors import ApiError
 
 CHUNK_LIMIT_MESSAGE = "request body is larger than the {limit}-byte limit for this endpoint"
-# The unread rest of the body makes the connection unusable: tell the client not to reuse it,
-# or its next request on the pooled connection fails with "server disconnected".
-_TOO_LARGE_HEADERS = {"Connection": "close"}
+# Before an error answer (413, 401, 404 ...) the kernel reads and drops the unread rest of
+# a request body up to this size, for at most DRAIN_SECONDS. Answering and closing while
+# the client is still sending makes the client's TCP stack see a reset, and most clients
+# (urllib, requests, curl) then report "broken pipe" instead of the error body. Loopback
+# and LAN uploads of this size drain in well under a second; larger bodies (or slower
+# senders) get the answer at once with ``Connection: close``.
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+DRAIN_SECONDS = 10.0
 
 
-async def read_body(max_bytes: int) -> bytes:
-    """Read the body, answering 413 as soon as it exceeds ``max_bytes`` (never buffering more)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, CHUNK_LIMIT_MESSAGE.format(limit=max_bytes), code="request_too_large",
-                       headers=dict(_TOO_LARGE_HEADERS))
+def default_body_limit() -> int:
+    """``[kernel] max_body_bytes``: the limit for routes that do not set their own."""
+    return current_app.extensions["kernel"].settings.kernel.max_body_bytes
+
+
+async def read_body(max_bytes: int | None = None) -> bytes:
+    """Read the body, answering 413 as soon as it exceeds ``max_bytes`` (never buffering more).
+
+    ``None`` means the gateway-wide default, :func:`default_body_limit`. The unread rest
+    of an oversized body is drained (and dropped) by the app before the 413 goes out;
+    see :func:`drain_unread_body`.
+    """
+    if max_bytes is None:
+        max_bytes = default_body_limit()
+    declared = declared_length()
+    if declared is not None and declared > max_bytes:
+        raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.body:
         size += len(chunk)
         if size > max_bytes:
-            raise ApiError(413, CHUNK_LIMIT_MESSAGE.format(limit=max_bytes), code="request_too_large",
-                           headers=dict(_TOO_LARGE_HEADERS))
+            raise _too_large(max_bytes)
         chunks.append(chunk)
+    g.kernel_body_read = True  # nothing left for drain_unread_body to do
     return b"".join(chunks)
 
 
-async def read_json(max_bytes: int, *, require_object: bool = True, body: bytes | None = None) -> Any:
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, CHUNK_LIMIT_MESSAGE.format(limit=max_bytes), code="request_too_large")
+
+
+def declared_length() -> int | None:
+    """The request's ``Content-Length`` as an int, or None (chunked, or none sent)."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+async def drain_unread_body(limit: int = DRAIN_LIMIT_BYTES, seconds: float = DRAIN_SECONDS) -> bool:
+    """Read and drop whatever the view left unread of the request body; True when it all was.
+
+    Called by the app after every view, so an early answer (413 from :func:`read_body`,
+    401 before the body was looked at, 404, 405 ...) reaches a client that is still
+    sending. False means the rest was too large or too slow to wait for: the connection
+    must then be closed (``Connection: close``), as it holds unread bytes. Chunks are
+    dropped as they come: draining never buffers the body.
+    """
+    if g.get("kernel_body_read"):
+        return True  # read_body took it all (every JSON endpoint): no await on the hot path
+    declared = declared_length()
+    if declared == 0 or (declared is None and "transfer-encoding" not in request.headers):
+        return True  # no body at all
+    if declared is not None and declared > limit:
+        # Not worth waiting for. (A view that read a body this large by other means than
+        # read_body also lands here: its connection closes, which costs only a reconnect.)
+        return False
+    drained = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.body:
+                drained += len(chunk)
+                if drained > limit:
+                    return False
+    except TimeoutError:
+        return False
+    return True
+
+
+async def read_json(max_bytes: int | None = None, *, require_object: bool = True,
+                    body: bytes | None = None) -> Any:
     """Parse a JSON body: 415 unless ``application/json``, 413 past the limit, 400 if malformed.
 
     ``body`` is the already-read body, for endpoints that need the raw bytes too
-    (signature checks); otherwise the body is read here within ``max_bytes``.
+    (signature checks); otherwise the body is read here within ``max_bytes`` (``None``:
+    the gateway-wide ``[kernel] max_body_bytes``).
     """
     ctype = request.headers.get("content-type", "")
     mime = ctype.split(";", 1)[0].strip().lower()

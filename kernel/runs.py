@@ -271,6 +271,11 @@ class Run:
                 self.finish_reason = "cancelled"
                 self._emit(Finished(reason="cancelled"))
             finally:
+                # A turn cancelled while still queued for its session (never started: the
+                # model saw nothing) is withdrawn, not saved. Saving it would need the
+                # session lock it never got (appended now, it would land before the turn
+                # still running on the session, out of order); and the client was told the
+                # turn was cancelled, so it knows to send it again.
                 if key and started:
                     await self._persist(kernel, key)
         finally:

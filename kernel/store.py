@@ -1,8 +1,14 @@
 """Durable state behind one small interface: SQLite by default (aiosqlite).
 
 Plugins own their tables (created with :meth:`Store.ensure_schema`); the kernel owns
-``sessions``. One connection is shared; SQLite serialises writers, WAL lets readers
-proceed, and every multi-statement change runs in a transaction.
+``sessions``. Two connections: writes go through :meth:`Store.transaction` (one writer
+at a time, commit or roll back as a unit) on the write connection; :meth:`Store.fetchall`
+and :meth:`Store.fetchone` use a separate read-only connection. With one shared
+connection a read issued while another task's transaction is open (between its awaits)
+would see that transaction's uncommitted rows, which may yet be rolled back; in WAL mode
+the read connection sees exactly the last committed state and never waits for a writer.
+A transaction that must read its own uncommitted writes reads through the connection
+``transaction()`` yields.
 """
 
 from __future__ import annotations
@@ -22,30 +28,48 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
-        """Open (creating) the database with WAL and foreign keys on."""
+        """Open (creating) the database with WAL and foreign keys on, then the read connection."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA foreign_keys=ON")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.commit()
+        try:
+            self._db.row_factory = aiosqlite.Row
+            await self._db.execute("PRAGMA journal_mode=WAL")  # persistent: the reader gets it too
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._db.commit()
+            self._reader = await aiosqlite.connect(self.path)
+            self._reader.row_factory = aiosqlite.Row
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+            await self._reader.execute("PRAGMA query_only=ON")  # a write here would bypass the write lock
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
-        """Close the connection; safe to call twice."""
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        """Close both connections; safe to call twice."""
+        for conn in (self._reader, self._db):
+            if conn is not None:
+                await conn.close()
+        self._db = self._reader = None
 
     @property
     def db(self) -> aiosqlite.Connection:
+        """The write connection (use it inside :meth:`transaction`)."""
         if self._db is None:
             raise RuntimeError("store is not open (the app has not started)")
         return self._db
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The read-only connection: it sees committed rows only."""
+        if self._reader is None:
+            raise RuntimeError("store is not open (the app has not started)")
+        return self._reader
 
     async def ensure_schema(self, statements: Iterable[str]) -> None:
         """Run idempotent DDL (``CREATE TABLE IF NOT EXISTS ...``) in one transaction."""
@@ -71,9 +95,11 @@ class Store:
             await db.execute(sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self.db.execute(sql, params) as cur:
+        """Every row of a query, as committed (never another task's open transaction)."""
+        async with self.reader.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self.db.execute(sql, params) as cur:
+        """The first row of a query, as committed, or None."""
+        async with self.reader.execute(sql, params) as cur:
             return await cur.fetchone()

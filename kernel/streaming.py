@@ -2,7 +2,8 @@
 
 The wire encoding of each event belongs to the endpoint plugin; this module only
 moves already-encoded chunks, adds ``: ping`` comments during silences and tells
-the caller when the client went away.
+the caller when the client went away, whenever that happens: while the stream is
+being read, or before its body ever started (see :class:`ResponseWatch`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,85 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from quart import Response
+from quart import Response, has_request_context, request
 
 log = logging.getLogger("kernel.streaming")
 
 KEEPALIVE_SECONDS = 15.0
 PING = b": ping\n\n"
 _END = object()
+# The ASGI scope key under which ResponseWatch leaves the request's watch.
+WATCH_SCOPE_KEY = "kernel.response_watch"
+
+
+class ResponseWatch:
+    """ASGI middleware: run a request's "client left" callbacks if its response never completes.
+
+    A streaming body's own ``finally`` only runs once the server has started reading it.
+    A client that hangs up earlier (while the view's ``after_request`` hooks run, or while
+    the status line is being sent) makes Quart cancel the request task before that, so
+    the body generator never starts, never ends, and a foreground run would go on for
+    nobody. This wrapper sees every request end, however it ends: when the final body
+    message was not sent, the response was abandoned and the callbacks registered with
+    :func:`when_client_leaves` run.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        callbacks: list[Callable[[], None]] = []
+        completed = False
+
+        async def watched_send(message: Any) -> None:
+            nonlocal completed
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                completed = True
+
+        try:
+            await self.app({**scope, WATCH_SCOPE_KEY: callbacks}, receive, watched_send)
+        finally:
+            if not completed:
+                for callback in callbacks:
+                    try:
+                        callback()
+                    except Exception:  # one failing callback must not skip the others
+                        log.exception("a client-left callback failed")
+
+
+def when_client_leaves(callback: Callable[[], None]) -> None:
+    """Call ``callback`` if the current request's response is not delivered in full.
+
+    For views that start work which should stop with the client (a foreground run):
+    covers every moment after this call, including before a streaming body starts.
+    Outside a request served through :class:`ResponseWatch` this does nothing.
+    """
+    if has_request_context():
+        callbacks = request.scope.get(WATCH_SCOPE_KEY)
+        if callbacks is not None:
+            callbacks.append(callback)
+
+
+class _Once:
+    """``on_disconnect`` called at most once, and never after the stream was delivered."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback: Callable[[], None] | None = callback
+
+    def disarm(self) -> None:
+        self._callback = None
+
+    def __call__(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            # The client hung up, or the server is stopping and cut the stream at the end of
+            # its grace period: either way nobody will read the rest.
+            log.info("client disconnected (or the server stopped) before the stream ended")
+            callback()
 
 
 async def with_keepalive(source: AsyncIterator[bytes], interval: float = KEEPALIVE_SECONDS) -> AsyncIterator[bytes]:
@@ -74,7 +147,15 @@ def sse_response(
     headers: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    """A ``text/event-stream`` response; ``on_disconnect`` runs if the client leaves early."""
+    """A ``text/event-stream`` response; ``on_disconnect`` runs (once) if the client leaves early.
+
+    "Early" is any time before the last chunk was handed over, including before the
+    body started (the view's request must be served through :class:`ResponseWatch`,
+    as every app built by :func:`kernel.app.create_app` is).
+    """
+    once = _Once(on_disconnect) if on_disconnect is not None else None
+    if once is not None:
+        when_client_leaves(once)
 
     async def body() -> AsyncIterator[bytes]:
         finished = False
@@ -83,9 +164,11 @@ def sse_response(
                 yield chunk
             finished = True
         finally:
-            if not finished and on_disconnect is not None:
-                log.info("client disconnected before the stream ended")
-                on_disconnect()
+            if once is not None:
+                if finished:
+                    once.disarm()
+                else:
+                    once()
 
     response = Response(body(), status=status, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"

@@ -98,19 +98,6 @@ async def authenticate(token: str, *, max_body_bytes: int, allow_signature: bool
     )
 
 
-async def discard_body(max_bytes: int) -> None:
-    """Read and drop an unread body (up to ``max_bytes``) before an early error answer.
-
-    Answering while the client is still sending makes the server close the connection,
-    which a keep-alive client then sees as a broken connection on its next request.
-    """
-    size = 0
-    async for chunk in request.body:
-        size += len(chunk)
-        if size > max_bytes:
-            return
-
-
 async def read_payload(max_bytes: int, body: bytes | None = None) -> dict[str, Any]:
     """The JSON object body: 415 unless JSON, 413 past ``max_bytes``, 400 if malformed."""
     return await read_json(max_bytes, body=body)

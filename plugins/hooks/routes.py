@@ -13,7 +13,7 @@ from typing import Any
 from quart import Blueprint, Response, g, jsonify, request
 
 from kernel import ApiError, public
-from plugins.hooks.gate import authenticate, discard_body, read_payload
+from plugins.hooks.gate import authenticate, read_payload
 from plugins.hooks.mappings import MappingTable, Skipped, WakeJob, apply_preset, build_context, plan, run_transforms
 from plugins.hooks.models import AgentRequest, WakeRequest, parse
 from plugins.hooks.service import PRINCIPAL, AgentJob, HooksService
@@ -30,16 +30,13 @@ def build_blueprint(service: HooksService) -> Blueprint:
 
     async def admit(hook: str, rate_limit: int | None = None, *, known: bool = True) -> dict[str, Any]:
         """Secret, hook name and rate limit checked before the body is parsed; the body as a dict."""
-        try:
-            body = await authenticate(settings.token or "", max_body_bytes=settings.max_body_bytes)
-            g.principal = PRINCIPAL  # for the access log
-            if not known:
-                names = ", ".join([*BUILT_IN, *table.paths()])
-                raise ApiError(404, f"no hook named {hook!r}; configured hooks: {names}", code="hook_not_found")
-            service.rate_limit(hook, rate_limit)
-        except ApiError:
-            await discard_body(settings.max_body_bytes)
-            raise
+        # An early error leaves the body unread; the kernel drains it after the view.
+        body = await authenticate(settings.token or "", max_body_bytes=settings.max_body_bytes)
+        g.principal = PRINCIPAL  # for the access log
+        if not known:
+            names = ", ".join([*BUILT_IN, *table.paths()])
+            raise ApiError(404, f"no hook named {hook!r}; configured hooks: {names}", code="hook_not_found")
+        service.rate_limit(hook, rate_limit)
         return await read_payload(settings.max_body_bytes, body)
 
     @public

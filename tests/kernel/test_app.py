@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 
 import httpx
@@ -13,6 +15,7 @@ from websockets.sync import client as ws_client
 from kernel import ApiError, hookimpl
 from kernel.app import route_table
 from kernel.auth import public
+from kernel.http import read_json
 from kernel.testing import AUTH_HEADERS, TEST_TOKEN
 
 EXAMPLE = {"plugins": {"example": {"enabled": True, "max_body_bytes": 64}}}
@@ -122,6 +125,31 @@ async def test_oversized_body_is_413_with_an_error_body(make_app, running):
         assert "64-byte limit" in error["message"]
 
 
+class DefaultLimit:
+    """A plugin route that sets no body limit of its own."""
+
+    @hookimpl
+    def register_routes(self, kernel, settings):
+        bp = Blueprint("nolimit", __name__)
+
+        @bp.post("/nolimit")
+        async def nolimit():
+            return jsonify(await read_json())
+
+        return [bp]
+
+
+async def test_a_route_without_its_own_limit_gets_the_kernel_max_body_bytes(make_app, running):
+    app = make_app({"kernel": {"max_body_bytes": 32}}, extra_plugins={"nolimit": DefaultLimit()})
+    async with running(app) as (_, client):
+        small = await client.post("/nolimit", headers=JSON, data=b'{"a": 1}')
+        assert small.status_code == 200 and await small.get_json() == {"a": 1}
+        large = await client.post("/nolimit", headers=JSON, data=b'{"a": "' + b"x" * 40 + b'"}')
+        assert large.status_code == 413
+        error = assert_error_body(await large.get_json(), "invalid_request_error", "request_too_large")
+        assert "32-byte limit" in error["message"]
+
+
 def test_oversized_chunked_body_gets_413_over_the_wire(make_app, live_server):
     def body():  # no Content-Length: the limit is enforced while reading
         for _ in range(50):
@@ -133,6 +161,56 @@ def test_oversized_chunked_body_gets_413_over_the_wire(make_app, live_server):
         assert response.json()["error"]["code"] == "request_too_large"
         declared = httpx.post(f"{base}/example/echo", headers=JSON, content=b"{" + b" " * 200 + b"}")
         assert declared.status_code == 413
+
+
+# Larger than what loopback socket buffers absorb (a few MB), smaller than the drain limit:
+# a server that answered without reading would have the client's send fail with a reset.
+UPLOAD = b"x" * (12 * 1024 * 1024)
+
+
+def _connection(base: str) -> http.client.HTTPConnection:
+    host, port = base.removeprefix("http://").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=30)
+
+
+def test_an_early_answer_reaches_a_client_that_sends_the_whole_body_first(make_app, live_server):
+    # http.client, like urllib, requests and curl, writes the whole body before it reads.
+    with live_server(make_app(EXAMPLE)) as base:
+        conn = _connection(base)
+        try:
+            conn.request("POST", "/example/echo", body=UPLOAD, headers=JSON)
+            response = conn.getresponse()
+            assert response.status == 413
+            assert json.loads(response.read())["error"]["code"] == "request_too_large"
+            assert response.getheader("connection") is None  # fully drained: still usable
+            conn.request("POST", "/example/echo", body=UPLOAD, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()  # same connection: 401 before the body was looked at
+            assert response.status == 401
+            assert json.loads(response.read())["error"]["code"] == "invalid_api_key"
+            conn.request("PUT", "/-/health", body=UPLOAD)
+            response = conn.getresponse()
+            assert response.status == 405 and json.loads(response.read())["error"]["type"]
+            conn.request("GET", "/-/health")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+
+
+def test_a_body_too_large_to_drain_is_refused_at_once_and_the_connection_closed(make_app, live_server):
+    with live_server(make_app(EXAMPLE)) as base:
+        conn = _connection(base)
+        try:
+            conn.putrequest("POST", "/example/echo")
+            for name, value in JSON.items():
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(1024 ** 3))  # 1 GiB announced, never sent
+            conn.endheaders()
+            response = conn.getresponse()
+            assert response.status == 413
+            assert response.getheader("connection") == "close"
+            assert json.loads(response.read())["error"]["code"] == "request_too_large"
+        finally:
+            conn.close()
 
 
 @pytest.mark.parametrize(("data", "needle"), [

@@ -164,3 +164,26 @@ async def test_a_cancelled_run_releases_its_session(make_app, running):
         # The cancelled run's input and partial answer are kept, then the next run's pair.
         assert roles[0] == ("user", ["w"]) and roles[1][0] == "assistant" and roles[2:] == [
             ("user", ["next"]), ("assistant", ["next"])]
+
+
+async def test_a_run_cancelled_while_queued_is_withdrawn_from_the_transcript(make_app, running):
+    config = {"providers": {"slow": {"kind": "echo", "delay_seconds": 0.05}}, "agents": {"slow": {"provider": "slow"}}}
+    async with running(make_app(config)) as (kernel, _):
+        first = kernel.runs.start(Turn(agent="slow", input=[user("one two three")], session_key="k"))
+        queued = kernel.runs.start(Turn(agent="main", input=[user("withdrawn")], session_key="k"))
+        async for ev in first.events():
+            if ev.kind == "text_delta":
+                break
+        assert queued.status == "queued"
+        assert queued.cancel() is True
+        result = await asyncio.wait_for(queued.wait(), 5)
+        assert result.status == "cancelled" and result.output == [] and queued.started_at is None
+        assert (await asyncio.wait_for(first.wait(), 5)).text == "one two three"
+        after = kernel.runs.start(Turn(agent="main", input=[user("after")], session_key="k"))
+        await after.wait()
+        texts = [(m.role, m.text) for m in await kernel.sessions.load("k")]
+        # The model never saw the withdrawn turn, and neither does the transcript: the first
+        # turn's pair, then the next one's, in the order they ran.
+        assert texts == [("user", "one two three"), ("assistant", "one two three"),
+                         ("user", "after"), ("assistant", "after")]
+        assert all("withdrawn" not in item.text for item in after.turn.history)

@@ -80,8 +80,9 @@ def test_405_413_415_and_bad_json(server):
     big = {"messages": [{"role": "user", "content": "x" * 250_000}]}
     resp = server.post(big)
     assert error_of(resp, 413)["code"] == "request_too_large"
-    # The unread body spoils the connection; the client is told not to reuse it.
-    assert resp.headers["connection"] == "close"
+    # The kernel drained the rest of the body, so the connection stays usable for the
+    # requests below (a reset here would show up as "server disconnected").
+    assert "connection" not in resp.headers
     resp = server.http.post("/v1/chat/completions", content=json.dumps({"messages": USER}),
                             headers={"content-type": "text/plain"})
     assert error_of(resp, 415)["code"] == "unsupported_media_type"
