@@ -1,11 +1,25 @@
 """The openai_upstream provider's added latency per request, measured side by side.
 
-One run, loopback only: a fake OpenAI-compatible upstream (tests/testsupport/fake_openai.py)
-and the gateway (a real Hypercorn serving POST /v1/chat/completions, or /v1/responses,
-with an openai_upstream provider pointed at the fake). Requests alternate between
-calling the fake directly and calling it through the gateway, with the same streamed
-answer, so machine noise hits both columns alike. Printed: median and p90 time to the
-first text and to the end of the stream, and the gateway's added latency.
+One run, loopback only, three processes so no GIL is shared:
+
+* the fake upstream (``tests/testsupport/fake_openai.py``), answering every request
+  with the same streamed completion;
+* the gateway under Hypercorn (started like ``sidebyside.py`` starts its servers:
+  this script re-runs itself with ``--serve gateway``), serving
+  ``POST /v1/chat/completions`` (or ``/v1/responses``) with an ``openai_upstream``
+  provider pointed at the fake, and an ``echo`` agent for the same path without the
+  upstream hop;
+* this process, the client: one keep-alive HTTP/1.1 connection per column on a
+  blocking socket, so the client's own cost stays small next to the servers'.
+
+Requests alternate between the columns (fake direct, gateway+fake, gateway+echo), so
+machine noise hits them alike. Printed: median and p90 time to the first text and to
+the end of the stream, the gateway's added latency, and each server's CPU time per
+request (Linux ``/proc/PID/task/*/schedstat``), which a busy machine moves far less
+than latency: it is the figure to compare between two versions of the code.
+
+``--profile DIR`` runs the gateway under cProfile and writes ``DIR/gateway.pstats``
+when it stops (the latency figures of such a run are not comparable).
 
     .venv/bin/python benchmarks/bench_upstream.py [--requests 200] [--pieces 20] [--seconds 30]
 """
@@ -14,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,38 +38,68 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
 # The repo first: tests/plugins (a namespace folder) must not shadow the plugins package.
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from testsupport.fake_openai import FakeOpenAI, stream_reply, text_chunks, usage  # noqa: E402
-
-from kernel.testing import (  # noqa: E402
-    AUTH_HEADERS,
-    build_app,
-    default_config,
-    merge,
-    serve_in_thread,
-)
+from sidebyside import HOST, TOKEN, build_request, serve, start_server, stop_servers  # noqa: E402
 
 Timing = tuple[float, float]  # (seconds to first text, seconds to end of stream)
+MARKER = b"word0"  # the first word of every answer, upstream and echo alike
+COLUMNS = ("direct", "gateway", "echo")
 
 
-def timed_stream(client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str],
-                 marker: str) -> Timing:
-    """POST a streaming request and read it to the end; time the first marker line and the end."""
-    start = time.perf_counter()
-    first = None
-    with client.stream("POST", url, json=body, headers=headers) as resp:
-        if resp.status_code != 200:
-            raise SystemExit(f"{url} answered {resp.status_code}: {resp.read()[:300]!r}")
-        for line in resp.iter_lines():
-            if first is None and marker in line:
-                first = time.perf_counter()
-    end = time.perf_counter()
-    return (first or end) - start, end - start
+# --------------------------------------------------------------------------- servers
+
+
+def serve_fake(pieces: int) -> None:
+    """Child process: the fake upstream, answering every request with the same stream.
+
+    The fake serves from its own thread; this main thread only blocks on stdin (no
+    GIL held) until the parent closes it.
+    """
+    from testsupport.fake_openai import FakeOpenAI, stream_reply, text_chunks, usage
+
+    reply = stream_reply(text_chunks(*[f"word{i} " for i in range(pieces)], usage_=usage(20, pieces)))
+    with FakeOpenAI(default=reply) as fake:
+        print(fake.base_url, flush=True)
+        sys.stdin.read()
+
+
+def gateway_app(upstream: str, plugin: str, state_dir: Path) -> Any:
+    """The gateway: ``main`` on an openai_upstream provider, ``echo`` on the echo provider."""
+    from kernel.testing import build_app, default_config, merge
+
+    config = merge(default_config(state_dir / "state"), {
+        "kernel": {"auth": {"token": TOKEN}, "access_log": False},
+        "providers": {"up": {"kind": "openai_upstream", "base_url": upstream, "api_key": "sk-bench",
+                             "model": "fake-model", "max_concurrency": 4}},
+        # echo streams the prompt back locally: the same gateway path without the upstream hop.
+        "agents": {"main": {"provider": "up"}, "echo": {"provider": "echo"}},
+        "plugins": {"openai_upstream": {"enabled": True}, plugin: {"enabled": True}},
+    })
+    return build_app(config, state_dir / "plugins.toml")
+
+
+def start_fake(pieces: int) -> tuple[subprocess.Popen[str], str]:
+    """Start this script as the fake upstream; return the process and its base URL."""
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "fake", "--pieces", str(pieces)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith(f"http://{HOST}:"):
+        proc.kill()
+        raise SystemExit("the fake upstream failed to start")
+    return proc, url
+
+
+def stop_fake(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def endpoint_available(name: str) -> bool:
@@ -67,126 +111,119 @@ def endpoint_available(name: str) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- client
+
+
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection on a blocking socket; reads chunked or sized answers."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((HOST, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+
+    def timed(self, request: bytes) -> Timing:
+        """Send ``request``, read the whole answer; time the first :data:`MARKER` and the end."""
+        start = time.perf_counter()
+        first: float | None = None
+        self.sock.sendall(request)
+        status = self.file.readline()
+        head = b""
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            head += line.lower()
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"answered {status.strip()!r}")
+        tail = b""  # the marker may straddle two chunks
+        if b"transfer-encoding: chunked" in head:
+            while size := int(self.file.readline().split(b";")[0], 16):
+                data = self.file.read(size + 2)[:-2]
+                if first is None and MARKER in tail + data:
+                    first = time.perf_counter()
+                tail = data[-len(MARKER):]
+            self.file.readline()  # the blank line after the last chunk
+        else:
+            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+            if MARKER in self.file.read(length):
+                first = time.perf_counter()
+        end = time.perf_counter()
+        return (first or end) - start, end - start
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of all of a process's threads so far, in ns (0 where /proc is missing)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass  # a thread that just ended
+    except OSError:
+        return 0
+    return total
+
+
+# --------------------------------------------------------------------------- measuring
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def serve_fake(pieces: int) -> None:
-    """Child process: the fake upstream, answering every request with the same stream."""
-    reply = stream_reply(text_chunks(*[f"word{i} " for i in range(pieces)], usage_=usage(20, pieces)))
-    with FakeOpenAI(default=reply) as fake:
-        print(fake.base_url, flush=True)
-        sys.stdin.read()  # until the parent closes our stdin
-
-
-def serve_gateway(upstream: str, plugin: str) -> None:
-    """Child process: the gateway with an openai_upstream provider pointed at ``upstream``."""
-    logging.disable(logging.INFO)  # Hypercorn's startup line would interleave with the figures
-    with tempfile.TemporaryDirectory() as tmp:
-        config = merge(default_config(Path(tmp) / "state"), {
-            "kernel": {"access_log": False},
-            "providers": {"up": {"kind": "openai_upstream", "base_url": upstream, "api_key": "sk-bench",
-                                 "model": "fake-model", "max_concurrency": 4}},
-            # echo streams the prompt back locally: the same gateway path without the upstream hop.
-            "agents": {"main": {"provider": "up"}, "echo": {"provider": "echo"}},
-            "plugins": {"openai_upstream": {"enabled": True}, plugin: {"enabled": True}},
-        })
-        app = build_app(config, Path(tmp) / "plugins.toml")
-        with serve_in_thread(app) as base:
-            print(base, flush=True)
-            sys.stdin.read()
-
-
-def child(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """Start this script in a role; return the process and the URL it prints."""
-    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http://127.0.0.1:"):
-        proc.kill()
-        raise SystemExit(f"child {args[0]} failed to start")
-    return proc, url
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=200, help="measured requests per column (default 200)")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--pieces", type=int, default=20, help="text chunks in each streamed answer")
-    parser.add_argument("--seconds", type=float, default=30.0, help="stop measuring after this long")
-    parser.add_argument("--endpoint", choices=["chat", "responses"], default=None,
-                        help="gateway surface to call (default: chat if the plugin exists, else responses)")
-    parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-gateway", metavar="UPSTREAM", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    endpoint = args.endpoint or ("chat" if endpoint_available("chat_completions") else "responses")
-    plugin = {"chat": "chat_completions", "responses": "openresponses"}[endpoint]
-    if args.serve_fake:
-        return serve_fake(args.pieces)
-    if args.serve_gateway:
-        return serve_gateway(args.serve_gateway, plugin)
-    if not endpoint_available(plugin):
-        raise SystemExit(f"the {plugin} plugin is not available")
-
-    # Fake, gateway and client each get their own process, so no GIL is shared and
-    # the figures are those of separate servers (as in production).
-    fake_proc, upstream = child("--serve-fake", "--pieces", str(args.pieces))
-    gateway_proc, gateway = child("--endpoint", endpoint, "--serve-gateway", upstream)
+def measure(args: argparse.Namespace, endpoint: str, upstream: str, gateway_port: int,
+            pids: dict[str, int]) -> tuple[dict[str, list[Timing]], dict[str, dict[str, float]]]:
+    """Warm up, then alternate the columns; return timings and CPU ns per request by column and server."""
+    upstream_port = int(upstream.rsplit(":", 1)[1].split("/")[0])
     prompt = "Say twenty words."
-    echo_prompt = "".join(f"word{i} " for i in range(args.pieces)).strip()
+    echo_prompt = " ".join(f"word{i}" for i in range(args.pieces))
+
+    def gateway_request(agent: str, text: str) -> bytes:
+        if endpoint == "chat":
+            return build_request("/v1/chat/completions", gateway_port, {
+                "model": f"agent:{agent}", "messages": [{"role": "user", "content": text}], "stream": True})
+        return build_request("/v1/responses", gateway_port, {
+            "model": f"agent:{agent}", "input": text, "stream": True, "store": False})
+
+    direct = build_request("/v1/chat/completions", upstream_port, {
+        "model": "fake-model", "messages": [{"role": "user", "content": prompt}], "stream": True,
+        "stream_options": {"include_usage": True}})
+    requests = {"direct": direct, "gateway": gateway_request("main", prompt),
+                "echo": gateway_request("echo", echo_prompt)}
+    conns = {"direct": KeepAlive(upstream_port), "gateway": KeepAlive(gateway_port), "echo": KeepAlive(gateway_port)}
+    calls: dict[str, Callable[[], Timing]] = {
+        name: (lambda c=conns[name], r=requests[name]: c.timed(r)) for name in COLUMNS}
+    timings: dict[str, list[Timing]] = {name: [] for name in COLUMNS}
+    cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(pids, 0.0) for name in COLUMNS}
     try:
-        with httpx.Client(timeout=30) as client:
-            direct_body = {"model": "fake-model", "messages": [{"role": "user", "content": prompt}],
-                           "stream": True, "stream_options": {"include_usage": True}}
-
-            def gateway_request(agent: str, text: str) -> tuple[str, dict[str, Any]]:
-                if endpoint == "chat":
-                    return f"{gateway}/v1/chat/completions", {
-                        "model": f"agent:{agent}", "messages": [{"role": "user", "content": text}], "stream": True}
-                return f"{gateway}/v1/responses", {"model": f"agent:{agent}", "input": text, "stream": True,
-                                                   "store": False}
-
-            up_url, up_body = gateway_request("main", prompt)
-            echo_url, echo_body = gateway_request("echo", echo_prompt)
-            columns: dict[str, Callable[[], Timing]] = {
-                "direct": lambda: timed_stream(client, f"{upstream}/chat/completions", direct_body,
-                                               {"Authorization": "Bearer sk-bench"}, "word0"),
-                "gateway": lambda: timed_stream(client, up_url, up_body, AUTH_HEADERS, "word0"),
-                "echo": lambda: timed_stream(client, echo_url, echo_body, AUTH_HEADERS, "word0"),
-            }
-            for _ in range(args.warmup):
-                for measure in columns.values():
-                    measure()
-            results: dict[str, list[Timing]] = {name: [] for name in columns}
-            deadline = time.monotonic() + args.seconds
-            while len(results["gateway"]) < args.requests and time.monotonic() < deadline:
-                for name, measure in columns.items():  # alternate: noise hits every column alike
-                    results[name].append(measure())
+        for _ in range(args.warmup):
+            for call in calls.values():
+                call()
+        deadline = time.monotonic() + args.seconds
+        while len(timings["echo"]) < args.requests and time.monotonic() < deadline:
+            for name, call in calls.items():  # alternate: noise hits every column alike
+                before = {server: cpu_ns(pid) for server, pid in pids.items()}
+                timings[name].append(call())
+                for server, pid in pids.items():
+                    cpu[name][server] += cpu_ns(pid) - before[server]
     finally:
-        stop(gateway_proc)
-        stop(fake_proc)
-    report(endpoint, args.pieces, results)
+        for conn in conns.values():
+            conn.close()
+    n = len(timings["echo"])
+    return timings, {name: {s: ns / max(1, n) for s, ns in by_server.items()} for name, by_server in cpu.items()}
 
 
-def report(endpoint: str, pieces: int, results: dict[str, list[Timing]]) -> None:
+def report(endpoint: str, pieces: int, timings: dict[str, list[Timing]], cpu: dict[str, dict[str, float]]) -> None:
     """Print the table and a JSON line of the headline figures."""
-    n = len(results["gateway"])
+    n = len(timings["gateway"])
     summary: dict[str, dict[str, float]] = {}
-    for name, timings in results.items():
-        firsts = [t[0] * 1000 for t in timings]
-        totals = [t[1] * 1000 for t in timings]
+    for name, values in timings.items():
+        firsts = [t[0] * 1000 for t in values]
+        totals = [t[1] * 1000 for t in values]
         summary[name] = {"first_median": statistics.median(firsts), "first_p90": percentile(firsts, 0.9),
                          "total_median": statistics.median(totals), "total_p90": percentile(totals, 0.9)}
     d, g, e = summary["direct"], summary["gateway"], summary["echo"]
@@ -199,10 +236,61 @@ def report(endpoint: str, pieces: int, results: dict[str, list[Timing]]) -> None
         print(f"{title:27}{d[key]:>13.2f}{g[key]:>14.2f}{g[key] - d[key]:>9.2f}{g[key] / d[key]:>7.1f}x"
               f"{e[key]:>14.2f}")
     print("added = gateway+fake - fake direct; gateway+echo is the same gateway path with no upstream hop.")
+    us = {name: {server: ns / 1000 for server, ns in by_server.items()} for name, by_server in cpu.items()}
+    print(f"server CPU per request (us): fake direct: fake {us['direct']['fake']:.0f}; "
+          f"gateway+fake: gateway {us['gateway']['gateway']:.0f} + fake {us['gateway']['fake']:.0f}; "
+          f"gateway+echo: gateway {us['echo']['gateway']:.0f}")
     print(json.dumps({"requests": n, "pieces": pieces, "endpoint": endpoint,
                       "added_ms_median_first": round(g["first_median"] - d["first_median"], 2),
                       "added_ms_median_total": round(g["total_median"] - d["total_median"], 2),
-                      "echo_ms_median_total": round(e["total_median"], 2)}))
+                      "echo_ms_median_total": round(e["total_median"], 2),
+                      "gateway_cpu_us_upstream": round(us["gateway"]["gateway"]),
+                      "gateway_cpu_us_echo": round(us["echo"]["gateway"])}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=200, help="measured requests per column (default 200)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--pieces", type=int, default=20, help="text chunks in each streamed answer")
+    parser.add_argument("--seconds", type=float, default=30.0, help="stop measuring after this long")
+    parser.add_argument("--endpoint", choices=["chat", "responses"], default=None,
+                        help="gateway surface to call (default: chat if the plugin exists, else responses)")
+    parser.add_argument("--profile", metavar="DIR", help="run the gateway under cProfile; write "
+                        "DIR/gateway.pstats (latency figures are then not comparable)")
+    parser.add_argument("--serve", choices=["fake", "gateway"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--state", help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    endpoint = args.endpoint or ("chat" if endpoint_available("chat_completions") else "responses")
+    plugin = {"chat": "chat_completions", "responses": "openresponses"}[endpoint]
+    if args.serve == "fake":
+        return serve_fake(args.pieces)
+    if args.serve == "gateway":
+        profile_to = Path(args.profile) / "gateway.pstats" if args.profile else None
+        return serve(gateway_app(args.upstream, plugin, Path(args.state)), args.port, profile_to)
+    if not endpoint_available(plugin):
+        raise SystemExit(f"the {plugin} plugin is not available")
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+
+    fake_proc, upstream = start_fake(args.pieces)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-upstream-") as state:
+            gateway_proc, gateway_port = start_server(
+                __file__, "gateway", state, args.profile, ["--endpoint", endpoint, "--upstream", upstream])
+            try:
+                timings, cpu = measure(args, endpoint, upstream, gateway_port,
+                                       {"gateway": gateway_proc.pid, "fake": fake_proc.pid})
+            finally:
+                stop_servers([gateway_proc])
+    finally:
+        stop_fake(fake_proc)
+    report(endpoint, args.pieces, timings, cpu)
+    if args.profile:
+        print(f"profile: {Path(args.profile) / 'gateway.pstats'}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,10 +117,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(script: str, kind: str, state_dir: str, profile: str | None) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``script --serve kind`` and wait until its health route answers."""
+def start_server(script: str, kind: str, state_dir: str, profile: str | None,
+                 extra_args: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``script --serve kind [extra_args]`` and wait until its health route answers."""
     port = free_port()
-    command = [sys.executable, script, "--serve", kind, "--port", str(port), "--state", state_dir]
+    command = [sys.executable, script, "--serve", kind, "--port", str(port), "--state", state_dir, *extra_args]
     if profile:
         command += ["--profile", profile]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -32,7 +32,7 @@ from plugins.openai_upstream.faults import (
 )
 from plugins.openai_upstream.request import build_body
 from plugins.openai_upstream.settings import UpstreamOptions
-from plugins.openai_upstream.sse import SseEvent, SseParser
+from plugins.openai_upstream.sse import LineSplitter, SseEvent, SseParser
 
 log = logging.getLogger("plugins.openai_upstream")
 
@@ -53,6 +53,7 @@ class UpstreamProvider:
         self.accepts_images = options.accepts_images
         self.label = f"provider {name!r} ({options.host})"
         self.url = f"{options.base_url}/chat/completions"
+        self._parsed_url = httpx.URL(self.url)  # parsed once: httpx would parse the string per request
         self._client: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,8 +80,12 @@ class UpstreamProvider:
             if opts.api_key is not None:
                 headers["Authorization"] = f"Bearer {opts.api_key.get_secret_value()}"
             headers.update(opts.headers)
+            # Every request is a JSON POST; set here (replacing any configured
+            # Content-Type, as a per-request header would) rather than merged per request.
+            client_headers = httpx.Headers(headers)
+            client_headers["Content-Type"] = "application/json"
             self._client = httpx.AsyncClient(
-                headers=headers,
+                headers=client_headers,
                 timeout=httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
                                       write=opts.read_timeout, pool=opts.connect_timeout),
                 limits=httpx.Limits(max_connections=opts.max_concurrency,
@@ -144,8 +149,7 @@ class UpstreamProvider:
         attempt = 0
         while True:
             retry_after: float | None = None
-            request = client.build_request("POST", self.url, content=content,
-                                           headers={"Content-Type": "application/json"})
+            request = client.build_request("POST", self._parsed_url, content=content)
             try:
                 async with asyncio.timeout_at(deadline):
                     response = await client.send(request, stream=True)
@@ -216,19 +220,28 @@ class UpstreamProvider:
             for ev in decoder.feed(await self._whole_json(response, deadline)):
                 yield ev
             return
-        lines = response.aiter_lines()
+        # Bytes in network-read batches, split into lines here: one await per read
+        # rather than per line, and no text layer over the bytes.
+        pieces = response.aiter_bytes()
+        splitter = LineSplitter()
         parser = SseParser()
         while True:
-            line = await self._next_line(lines, decoder, deadline)
-            sse = parser.flush() if line is None else parser.feed(line)
-            if sse is not None:
+            piece = await self._next_piece(pieces, decoder, deadline)
+            lines = splitter.flush() if piece is None else splitter.feed(piece)
+            if piece is None:
+                lines.append("")  # the end of the body dispatches an unterminated last event
+            for done_at, line in enumerate(lines):
+                sse = parser.feed(line)
+                if sse is None:
+                    continue
                 data = sse.data.strip()
                 if data == "[DONE]":
-                    await self._drain(lines)
+                    if piece is not None:
+                        await self._drain(pieces, len(lines) - done_at - 1)
                     return
                 for ev in self._decode(sse, data, decoder):
                     yield ev
-            if line is None:
+            if piece is None:
                 break
         if decoder.finish_reason is None:
             raise ProviderError(connection_error(
@@ -255,16 +268,16 @@ class UpstreamProvider:
         except UpstreamFormatError as exc:
             raise ProviderError(bad_response(self.label, f"sent an unusable stream chunk: {exc}")) from None
 
-    async def _next_line(self, lines: AsyncIterator[str], decoder: ChunkDecoder,
-                         deadline: float | None) -> str | None:
-        """The body's next line (``None`` at its end); transport faults become run errors."""
+    async def _next_piece(self, pieces: AsyncIterator[bytes], decoder: ChunkDecoder,
+                          deadline: float | None) -> bytes | None:
+        """The body's next bytes (``None`` at its end); transport faults become run errors."""
         try:
             if deadline is not None and deadline - asyncio.get_running_loop().time() < self.options.read_timeout:
                 # Only near the end can total_timeout expire before httpx's read timeout
-                # would; arming a timer per line before that would be wasted work.
+                # would; arming a timer per read before that would be wasted work.
                 async with asyncio.timeout_at(deadline):
-                    return await anext(lines)
-            return await anext(lines)
+                    return await anext(pieces)
+            return await anext(pieces)
         except StopAsyncIteration:
             return None
         except TimeoutError:
@@ -279,14 +292,16 @@ class UpstreamProvider:
                 self.label, f"the connection dropped mid-stream after {decoder.chunks} chunk(s): {_describe(exc)}",
             )) from None
 
-    async def _drain(self, lines: AsyncIterator[str]) -> None:
+    async def _drain(self, pieces: AsyncIterator[bytes], lines_left: int) -> None:
         """Read what little follows ``[DONE]`` (normally just the end of the body) so the
         connection goes back to the pool: reusing it saves a TCP (and TLS) handshake on
-        the next request. A server that keeps talking is cut off and closed instead."""
+        the next request. A server that keeps talking (``lines_left`` lines already
+        followed ``[DONE]`` in its last read) is cut off and closed instead."""
+        splitter = LineSplitter()
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
-                for _ in range(DRAIN_LINES):
-                    await anext(lines)
+                while lines_left < DRAIN_LINES:
+                    lines_left += len(splitter.feed(await anext(pieces)))
         except (StopAsyncIteration, TimeoutError, httpx.HTTPError):
             pass  # the response is closed by the caller either way
 
