@@ -148,7 +148,8 @@ class PersistentResponses(StoredResponses):
             self._deferred[builder] = record
             return
         if not params.store:
-            self.writer.submit(record)  # a tombstone, so chaining onto it gets a clear 400; not awaited
+            # A tombstone, so chaining onto it gets a clear 400; not awaited.
+            self.writer.submit(record, deferrable=True)
             return
         builder.record_events = True
         record.resource = {**builder.resource(), "status": record.status}
@@ -167,7 +168,7 @@ class PersistentResponses(StoredResponses):
                 await live.wait_settled(WRITE_WAIT_SECONDS)
             return
         if not record.stored:
-            self.writer.submit(record)  # readers of the id wait for it: no need to hold the answer
+            self.writer.submit(record, deferrable=True)  # readers of the id wait for it: no need to hold the answer
             return
         resource = builder.resource()
         record.status, record.resource, record.output_items = builder.status, resource, resource["output"]
