@@ -7,6 +7,9 @@ Fixtures:
   ``tmp_path``). Only the plugins the config enables are loaded.
 * ``live_server(app)``: serve an app with a real Hypercorn on a free loopback port in
   a background thread; a context manager yielding the base URL.
+
+Helpers: :func:`serve_process` runs ``kernel serve`` as a real subprocess (for restart,
+signal and shutdown tests).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +117,51 @@ def serve_in_thread(app: Quart, host: str = "127.0.0.1") -> Iterator[str]:
         if stop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=15)
+
+
+@dataclass
+class ServedProcess:
+    """A ``kernel serve`` subprocess started by :func:`serve_process`."""
+
+    proc: subprocess.Popen[bytes]
+    base: str
+    stdout: Path
+    stderr: Path
+
+
+@contextmanager
+def serve_process(config: Path, port: int | None = None, *, timeout: float = 60) -> Iterator[ServedProcess]:
+    """Start ``kernel serve --config CONFIG`` (cwd: the config's folder) and wait until healthy.
+
+    Output goes to ``stdout-PORT.txt`` / ``stderr-PORT.txt`` beside the config. The
+    process is killed on exit if the test did not stop it.
+    """
+    port = free_port() if port is None else port
+    kernel_cmd = Path(sys.executable).parent / "kernel"
+    out = config.parent / f"stdout-{port}.txt"
+    err = config.parent / f"stderr-{port}.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen([str(kernel_cmd), "serve", "--config", str(config), "--port", str(port)],
+                                stdout=stdout, stderr=stderr, cwd=config.parent)
+    served = ServedProcess(proc, f"http://127.0.0.1:{port}", out, err)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"kernel serve exited with {proc.returncode}: {err.read_text()}")
+            try:
+                if httpx.get(f"{served.base}/-/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"kernel serve did not become healthy: {err.read_text()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kernel.testing import TEST_TOKEN, free_port
+from kernel.testing import TEST_TOKEN, free_port, serve_process
 
-KERNEL = Path(sys.executable).parent / "kernel"
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
@@ -38,30 +36,8 @@ def write_config(tmp_path: Path, *, grace: float, delay: float, token: bool = Tr
 @contextmanager
 def kernel_serve(config: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     """Start ``kernel serve``; yield the process, its base URL and its stdout file."""
-    out = config.parent / f"stdout-{port}.txt"
-    err = config.parent / f"stderr-{port}.txt"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen([str(KERNEL), "serve", "--config", str(config), "--port", str(port)],
-                                stdout=stdout, stderr=stderr, cwd=config.parent)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"kernel serve exited with {proc.returncode}: {err.read_text()}")
-            try:
-                if httpx.get(f"{base}/-/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"kernel serve did not become healthy: {err.read_text()}")
-            time.sleep(0.1)
-        yield proc, base, out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with serve_process(config, port) as served:
+        yield served.proc, served.base, served.stdout
 
 
 def deltas_and_done(lines: Iterator[str]) -> tuple[list[str], str | None]:

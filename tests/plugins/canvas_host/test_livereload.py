@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +15,10 @@ import websockets.sync.client as ws_client
 from quart import Quart
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 
-from kernel.testing import AUTH_HEADERS, TEST_TOKEN, free_port
+from kernel.testing import AUTH_HEADERS, TEST_TOKEN, serve_process
 from plugins.canvas_host.host import EXTENSION_KEY, CanvasHost
 
 MOUNT = "/__kernel__/canvas"
-KERNEL = Path(sys.executable).parent / "kernel"
 # Longer than debounce (75 ms) plus watchfiles' step, with room for a busy machine.
 QUIET_SECONDS = 0.6
 
@@ -214,28 +211,14 @@ def test_open_tabs_do_not_hold_up_a_gateway_shutdown(tmp_path: Path, poll: Calla
     Hypercorn waits for open connections for up to the grace period (60 s here) before
     shutdown hooks run; a socket left to that would be cut off with 1011 a minute later.
     """
-    port = free_port()
     config = tmp_path / "plugins.toml"
     config.write_text(
         f'[kernel]\nstate_dir = "state"\nshutdown_grace_seconds = 60\n[kernel.auth]\ntoken = "{TEST_TOKEN}"\n'
         '[agents.main]\nprovider = "echo"\n[plugins.echo]\nenabled = true\n[plugins.canvas_host]\nenabled = true\n',
         encoding="utf-8",
     )
-    err = tmp_path / "stderr.txt"
-    with err.open("wb") as stderr:
-        proc = subprocess.Popen([str(KERNEL), "serve", "--config", str(config), "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path)
-    try:
-        base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert proc.poll() is None, err.read_text()
-            try:
-                return httpx.get(f"{base}/-/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        poll(healthy, timeout=60, what="kernel serve to answer")
+    with serve_process(config) as served:
+        proc, base, err = served.proc, served.base, served.stderr
         with ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS, open_timeout=10) as sock:
             proc.send_signal(signal.SIGINT)
             with pytest.raises(ConnectionClosedOK) as info:
@@ -243,7 +226,3 @@ def test_open_tabs_do_not_hold_up_a_gateway_shutdown(tmp_path: Path, poll: Calla
             assert info.value.rcvd is not None and info.value.rcvd.code == 1001
         assert proc.wait(30) == 0
         assert "closing 1 live-reload socket" in err.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)

@@ -5,21 +5,16 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from testsupport.spec import assert_valid
 
-from kernel.testing import AUTH_HEADERS, TEST_TOKEN, free_port
+from kernel.testing import AUTH_HEADERS, TEST_TOKEN, serve_process
 
 from .conftest import check_events, parse_sse, wait_for
-
-KERNEL = Path(sys.executable).parent / "kernel"
 
 
 def write_config(tmp_path: Path, grace: float = 0.3) -> Path:
@@ -40,31 +35,9 @@ def write_config(tmp_path: Path, grace: float = 0.3) -> Path:
 @contextmanager
 def serving(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
     """``kernel serve`` on a free port; yields the process, a client for it and its log file."""
-    port = free_port()
-    err = config.parent / f"stderr-{port}.txt"
-    with err.open("wb") as stderr:
-        proc = subprocess.Popen([str(KERNEL), "serve", "--config", str(config), "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=config.parent)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH_HEADERS, timeout=30)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"kernel serve exited with {proc.returncode}: {err.read_text()}")
-            try:
-                if client.get("/-/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"kernel serve did not become healthy: {err.read_text()}")
-            time.sleep(0.1)
-        yield proc, client, err
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with serve_process(config) as served, httpx.Client(base_url=served.base, headers=AUTH_HEADERS,
+                                                       timeout=30) as client:
+        yield served.proc, client, served.stderr
 
 
 def logged_events(state: Path, response_id: str) -> int:
