@@ -163,7 +163,17 @@ class ToolChoice:
 
 @dataclass(slots=True)
 class Limits:
-    """Sampling and length limits; ``None`` means the provider's default."""
+    """Sampling and length limits; ``None`` means the provider's default.
+
+    Endpoints validate ranges before building a turn, so providers may forward
+    values as they are:
+
+    * ``presence_penalty`` / ``frequency_penalty``: -2.0 to 2.0, OpenAI's meaning
+      (penalise tokens that appeared at all / in proportion to how often).
+    * ``reasoning_effort``: how hard a reasoning model should think, one of the
+      effort names the endpoint's protocol allows ("none", "low", "medium", "high",
+      ...). A provider without a reasoning knob ignores it.
+    """
 
     max_output_tokens: int | None = None
     temperature: float | None = None
@@ -171,6 +181,9 @@ class Limits:
     stop: list[str] = field(default_factory=list)
     max_tool_calls: int | None = None
     parallel_tool_calls: bool = True
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    reasoning_effort: str | None = None
 
 
 # --------------------------------------------------------------------------- turn

@@ -30,10 +30,12 @@ MAX_TOOLS = 128  # OpenAI's own limit on functions per request
 # features (storage, tiers, caching). Anything else unknown is ignored too, as most
 # OpenAI-compatible servers do, so vendor extensions (top_k ...) do not break clients.
 IGNORED_FIELDS = (
-    "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "seed",
-    "service_tier", "store", "prediction", "reasoning_effort", "verbosity", "prompt_cache_key",
-    "prompt_cache_retention", "safety_identifier", "web_search_options",
+    "logit_bias", "logprobs", "top_logprobs", "seed", "service_tier", "store", "prediction", "verbosity",
+    "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "web_search_options",
 )
+
+# OpenAI's ``reasoning_effort`` values (the SDK's ``ReasoningEffort``), forwarded as they are.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 # Fields whose effect we cannot deliver; silently ignoring them would mislead the client.
 _REFUSED = {
@@ -145,7 +147,17 @@ def _limits(body: dict[str, Any]) -> Limits:
         top_p=number(body, "top_p", 0, 1),
         stop=[s for s in stops if s],
         parallel_tool_calls=True if parallel is None else parallel,
+        presence_penalty=number(body, "presence_penalty", -2, 2),
+        frequency_penalty=number(body, "frequency_penalty", -2, 2),
+        reasoning_effort=_reasoning_effort(body),
     )
+
+
+def _reasoning_effort(body: dict[str, Any]) -> str | None:
+    effort = opt(body, "reasoning_effort", str)
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise invalid("reasoning_effort", f"{effort!r} is not one of {', '.join(map(repr, REASONING_EFFORTS))}.")
+    return effort
 
 
 def _tools(raw: Any) -> list[ToolSpec]:

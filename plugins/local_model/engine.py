@@ -58,6 +58,9 @@ class Sampling:
     grammar: str | None = None
     seed: int | None = None
     repeat_penalty: float = 1.0
+    # OpenAI-style penalties (-2..2); 0 is off, llama.cpp's own default.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass(slots=True)
@@ -191,7 +194,9 @@ class Engine:
         finish: GenFinish = "length"
         if budget and not cancelled.is_set():
             for token in llm.generate(tokens, temp=sampling.temperature, top_p=sampling.top_p,
-                                      repeat_penalty=sampling.repeat_penalty, grammar=grammar):
+                                      repeat_penalty=sampling.repeat_penalty,
+                                      presence_penalty=sampling.presence_penalty,
+                                      frequency_penalty=sampling.frequency_penalty, grammar=grammar):
                 if cancelled.is_set():
                     finish = "cancelled"
                     break

@@ -76,6 +76,9 @@ class TurnRunner:
         self.max_tokens = limits.max_output_tokens or options.default_max_output_tokens
         self.temperature = options.default_temperature if limits.temperature is None else limits.temperature
         self.top_p = options.default_top_p if limits.top_p is None else limits.top_p
+        # Penalties default to off; reasoning_effort is ignored: these models have no such knob.
+        self.presence_penalty = limits.presence_penalty or 0.0
+        self.frequency_penalty = limits.frequency_penalty or 0.0
 
     def run(self) -> TurnStats:
         """Generate the turn's answer, emitting events; ends with Usage and Finished
@@ -131,8 +134,9 @@ class TurnRunner:
         """Let the model name one of ``tools`` (greedy, grammar-limited to their names)."""
         names = [t.name for t in tools]
         budget = max(len(n) for n in names) + 8  # a name never needs more tokens than characters
+        # Greedy and unpenalised: the client's penalties are about the answer, not this choice.
         gen = self._generate(choose_tool_instructions(tools), budget, choice_grammar(names), [], lambda _: None,
-                             temperature=0.0)
+                             temperature=0.0, penalize=False)
         if gen.finish_reason == "cancelled":
             return None
         try:
@@ -144,13 +148,16 @@ class TurnRunner:
     # ------------------------------------------------------------------ plumbing
 
     def _generate(self, extra_system: str, max_tokens: int, grammar: str | None, stops: list[str],
-                  on_text: Callable[[str], None], *, temperature: float | None = None) -> Generation:
+                  on_text: Callable[[str], None], *, temperature: float | None = None,
+                  penalize: bool = True) -> Generation:
         parts = prompt_parts(self.turn, extra_system)
         tokens = self.engine.fit(parts, reserve=min(max_tokens, self.engine.config.n_ctx // 4))
         sampling = Sampling(
             max_tokens=max_tokens, temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p, stop=stops, grammar=grammar, seed=self.options.seed,
             repeat_penalty=self.options.repeat_penalty,
+            presence_penalty=self.presence_penalty if penalize else 0.0,
+            frequency_penalty=self.frequency_penalty if penalize else 0.0,
         )
         gen = self.engine.generate(tokens, sampling, on_text, self.cancelled)
         self.stats.generations += 1

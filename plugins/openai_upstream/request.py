@@ -42,6 +42,13 @@ def build_body(turn: Turn, options: UpstreamOptions) -> dict[str, Any]:
         body["top_p"] = limits.top_p
     if limits.stop:
         body["stop"] = list(limits.stop)
+    if limits.presence_penalty is not None:
+        body["presence_penalty"] = limits.presence_penalty
+    if limits.frequency_penalty is not None:
+        body["frequency_penalty"] = limits.frequency_penalty
+    if limits.reasoning_effort is not None:
+        # Chat Completions' flat spelling of the Responses API's ``reasoning.effort``.
+        body["reasoning_effort"] = limits.reasoning_effort
     response_format = map_response_format(turn.response_format)
     if response_format is not None:
         body["response_format"] = response_format

@@ -78,7 +78,9 @@ class CompactBody(Wire):
 
 
 class ReasoningConfig(Wire):
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    # Exactly the spec's ReasoningEffortEnum: the value is echoed in ``reasoning.effort``,
+    # which must validate, and forwarded to the provider as the turn's reasoning effort.
+    effort: Literal["none", "low", "medium", "high", "xhigh"] | None = None
     summary: Literal["concise", "detailed", "auto"] | None = None
 
 

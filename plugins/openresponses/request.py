@@ -85,8 +85,11 @@ def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
         prompt_cache_key=body.prompt_cache_key,
         user=body.user,
     )
+    # Penalties are range-checked by the model (-2..2); top_logprobs is echoed only.
     limits = Limits(max_output_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p,
-                    max_tool_calls=body.max_tool_calls, parallel_tool_calls=parallel)
+                    max_tool_calls=body.max_tool_calls, parallel_tool_calls=parallel,
+                    presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+                    reasoning_effort=reasoning.effort if reasoning else None)
     return ParsedRequest(
         params=params, items=items, system=system, tools=tools, tool_choice=choice, limits=limits,
         response_format=response_format, metadata=dict(body.metadata or {}), user=body.user,

@@ -85,8 +85,9 @@ async def test_options_map_to_limits_tools_and_formats():
         "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"},
                                                                    "strict": True}},
         "stream": True, "stream_options": {"include_usage": True}, "n": 1,
+        "presence_penalty": -2, "frequency_penalty": 0.1, "reasoning_effort": "minimal",
         # Accepted and ignored, as documented.
-        "seed": 7, "frequency_penalty": 0.1, "logprobs": False, "store": False, "top_k": 3,
+        "seed": 7, "logprobs": False, "store": False, "top_k": 3,
     })
     turn = req.turn
     assert [t.name for t in turn.tools] == ["get_weather", "get_time"]
@@ -96,6 +97,7 @@ async def test_options_map_to_limits_tools_and_formats():
     limits = turn.limits
     assert (limits.max_output_tokens, limits.temperature, limits.top_p, limits.stop) == (20, 0.5, 1.0, ["END"])
     assert limits.parallel_tool_calls is False
+    assert (limits.presence_penalty, limits.frequency_penalty, limits.reasoning_effort) == (-2.0, 0.1, "minimal")
     assert turn.response_format == {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": True}
     assert turn.user == "ann" and turn.metadata == {"k": "v"}
     assert req.stream is True and req.include_usage is True

@@ -97,6 +97,26 @@ def test_unset_limits_take_the_provider_defaults_and_zero_is_not_unset() -> None
     assert engine.sampled[0].temperature == 0.0  # greedy on request, not the default
 
 
+def test_request_penalties_reach_the_sampler_and_effort_changes_nothing() -> None:
+    turn = ask(limits=Limits(presence_penalty=1.5, frequency_penalty=-0.5, reasoning_effort="high"))
+    engine, events = run(turn, ["Hi"])
+    (sampling,) = engine.sampled
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (1.5, -0.5)
+    assert [type(e) for e in events] == [TextDelta, TextDelta, Usage, Finished]
+    engine, _ = run(ask(), ["Hi"])  # unset: off, as llama.cpp's own default
+    assert (engine.sampled[0].presence_penalty, engine.sampled[0].frequency_penalty) == (0.0, 0.0)
+
+
+def test_penalties_apply_to_tool_arguments_but_not_to_picking_the_tool() -> None:
+    email = ToolSpec(name="send_email", parameters={"type": "object", "properties": {"to": {"type": "string"}}})
+    turn = ask("mail bob", tools=[WEATHER, email], tool_choice=ToolChoice(mode="required"),
+               limits=Limits(presence_penalty=2.0, frequency_penalty=1.0))
+    engine, _ = run(turn, ['"send_email"', '{"to": "bob"}'])
+    pick, arguments = engine.sampled
+    assert (pick.presence_penalty, pick.frequency_penalty) == (0.0, 0.0)
+    assert (arguments.presence_penalty, arguments.frequency_penalty) == (2.0, 1.0)
+
+
 def test_json_schema_format_generates_under_a_grammar_without_stop_strings() -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     turn = ask(limits=Limits(stop=["}"]), response_format={"type": "json_schema", "name": "x", "schema": schema})

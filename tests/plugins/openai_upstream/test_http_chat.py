@@ -258,3 +258,26 @@ def test_malformed_chunk_mid_stream_keeps_the_text_then_reports_the_error(gw):
     assert error["code"] == "upstream_bad_response"
     assert error["message"].startswith(f"provider 'up' (127.0.0.1:{gw.fake.port}): sent a malformed stream chunk")
     assert gw.fake.chat_requests[0].disconnected.wait(10)
+
+
+def test_penalties_and_reasoning_effort_reach_the_upstream_only_when_set(gw):
+    gw.fake.script(stream_reply(text_chunks("tuned")), stream_reply(text_chunks("plain")))
+    tuned = gw.sdk.chat.completions.create(
+        model="agent:main", messages=[{"role": "user", "content": "x"}],
+        presence_penalty=0.5, frequency_penalty=-1.25, reasoning_effort="low")
+    plain = gw.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "x"}])
+    assert (tuned.choices[0].message.content, plain.choices[0].message.content) == ("tuned", "plain")
+    sent, unset = (r.json for r in gw.fake.chat_requests)
+    assert (sent["presence_penalty"], sent["frequency_penalty"], sent["reasoning_effort"]) == (0.5, -1.25, "low")
+    assert not {"presence_penalty", "frequency_penalty", "reasoning_effort"} & set(unset)
+
+
+@pytest.mark.parametrize(("field", "value"), [("presence_penalty", 2.5), ("frequency_penalty", -3),
+                                              ("reasoning_effort", "extreme")])
+def test_out_of_range_sampling_field_is_a_400_naming_it(gw, field, value):
+    with pytest.raises(openai.BadRequestError) as info:
+        gw.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={field: value})
+    assert info.value.status_code == 400 and info.value.param == field and info.value.code == "invalid_value"
+    assert repr(value) in info.value.body["message"]
+    assert gw.fake.chat_requests == []  # refused before any upstream call

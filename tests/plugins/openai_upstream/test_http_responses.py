@@ -316,3 +316,30 @@ def test_malformed_chunk_without_streaming_is_a_502_with_the_partial_output(gw):
     body = resp.json()
     assert body["status"] == "failed" and body["error"]["code"] == "upstream_bad_response"
     assert body["output"][0]["content"][0]["text"] == "partial"
+
+
+def test_penalties_and_reasoning_effort_reach_the_upstream_only_when_set(gw):
+    gw.fake.script(stream_reply(text_chunks("tuned")), stream_reply(text_chunks("plain")))
+    tuned = gw.post({"input": "x", "presence_penalty": -0.75, "frequency_penalty": 2,
+                     "reasoning": {"effort": "xhigh", "summary": "auto"}})
+    plain = gw.post({"input": "x"})
+    assert (tuned.status_code, plain.status_code) == (200, 200)
+    echo = tuned.json()
+    assert (echo["presence_penalty"], echo["frequency_penalty"], echo["reasoning"]["effort"]) == (-0.75, 2, "xhigh")
+    sent, unset = (r.json for r in gw.fake.chat_requests)
+    assert (sent["presence_penalty"], sent["frequency_penalty"], sent["reasoning_effort"]) == (-0.75, 2.0, "xhigh")
+    assert not {"presence_penalty", "frequency_penalty", "reasoning_effort"} & set(unset)
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"presence_penalty": -2.01}, "presence_penalty"),
+    ({"frequency_penalty": 7}, "frequency_penalty"),
+    # "minimal" is OpenAI's, but not in the spec's ReasoningEffortEnum (and could not be echoed).
+    ({"reasoning": {"effort": "minimal"}}, "reasoning.effort"),
+])
+def test_out_of_range_sampling_field_is_a_400_naming_it(gw, body, param):
+    resp = gw.http.post("/v1/responses", json={"model": "agent:main", "input": "x", **body})
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert (error["param"], error["code"], error["type"]) == (param, "invalid_value", "invalid_request_error")
+    assert gw.fake.chat_requests == []  # refused before any upstream call

@@ -206,7 +206,12 @@ def test_limits_and_max_tokens_field():
     body = body_for(turn, max_tokens_field="max_completion_tokens")
     assert body["max_completion_tokens"] == 10 and "max_tokens" not in body
     plain = body_for(Turn(agent="main", input=[user(TextPart("x"))]))
-    assert not {"max_tokens", "temperature", "top_p", "stop", "response_format"} & set(plain)
+    assert not {"max_tokens", "temperature", "top_p", "stop", "response_format", "presence_penalty",
+                "frequency_penalty", "reasoning_effort"} & set(plain)
+    tuned = body_for(Turn(agent="main", input=[user(TextPart("x"))], limits=Limits(
+        presence_penalty=0.0, frequency_penalty=1.5, reasoning_effort="none")))
+    # Zero and "none" are values the client chose, not "unset": they are sent.
+    assert (tuned["presence_penalty"], tuned["frequency_penalty"], tuned["reasoning_effort"]) == (0.0, 1.5, "none")
 
 
 def test_response_format_mapping():
