@@ -63,6 +63,17 @@ class KernelSettings(_Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
 
+class AgentOptions(_Strict):
+    """``[agents.NAME] options``: defaults for what a request leaves open (OpenAI ranges)."""
+
+    max_output_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+
+
 class AgentSettings(_Strict):
     """``[agents.NAME]``: an agent answers turns with one provider."""
 
@@ -70,8 +81,8 @@ class AgentSettings(_Strict):
     model: str | None = None
     instructions: str = ""
     description: str = ""
-    # Per-agent overrides passed to the provider (temperature, max_output_tokens ...).
-    options: dict[str, Any] = Field(default_factory=dict)
+    # Defaults for the limits a request leaves open (temperature, max_output_tokens ...).
+    options: AgentOptions = Field(default_factory=AgentOptions)
 
     @field_validator("provider")
     @classmethod

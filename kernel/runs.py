@@ -420,13 +420,10 @@ def _apply_agent_defaults(turn: Turn, agent: Agent) -> None:
     """The agent's instructions come first; its options fill limits the request left open."""
     if agent.instructions:
         turn.system = f"{agent.instructions}\n\n{turn.system}" if turn.system else agent.instructions
-    opts = agent.options
     limits = turn.limits
-    if limits.max_output_tokens is None and "max_output_tokens" in opts:
-        limits.max_output_tokens = int(opts["max_output_tokens"])
-    if limits.temperature is None and "temperature" in opts:
-        limits.temperature = float(opts["temperature"])
-    if limits.top_p is None and "top_p" in opts:
-        limits.top_p = float(opts["top_p"])
+    # Validated at load (kernel.config.AgentOptions): names and types are the Limits' own.
+    for name, value in agent.options.items():
+        if getattr(limits, name, None) is None:
+            setattr(limits, name, value)
     if turn.model is None:
         turn.model = agent.model

@@ -115,7 +115,7 @@ class Kernel:
                 )
             agents[name] = Agent(
                 name=name, provider=cfg.provider, model=cfg.model, instructions=cfg.instructions,
-                description=cfg.description, options=dict(cfg.options),
+                description=cfg.description, options=cfg.options.model_dump(exclude_none=True),
             )
         return AgentTable(agents, self.settings.kernel.default_agent)
 

@@ -96,6 +96,8 @@ async def test_an_agents_instructions_and_options_shape_the_turn(make_app, runni
         "agents": {
             "seer": {"provider": "seer", "instructions": "Be terse.", "model": "m-1"},
             "short": {"provider": "echo", "options": {"max_output_tokens": 2}},
+            "tuned": {"provider": "echo", "options": {"temperature": 0.3, "presence_penalty": 0.5,
+                                                      "reasoning_effort": "low"}},
         },
     })
     async with running(app) as (kernel, _):
@@ -109,6 +111,13 @@ async def test_an_agents_instructions_and_options_shape_the_turn(make_app, runni
         turn = Turn(agent="short", input=[Message("user", [TextPart("a b c d")])])
         turn.limits.max_output_tokens = 3
         assert (await kernel.runs.start(turn).wait()).text == "a b c "
+        # Every option fills the same-named limit the request left open.
+        tuned = Turn(agent="tuned", input=[Message("user", [TextPart("x")])])
+        tuned.limits.temperature = 0.9
+        await kernel.runs.start(tuned).wait()
+        limits = tuned.limits
+        assert (limits.temperature, limits.presence_penalty, limits.reasoning_effort) == (0.9, 0.5, "low")
+        assert limits.frequency_penalty is None
 
 
 def test_default_agent_setting_is_the_fallback(make_app):

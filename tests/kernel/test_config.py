@@ -222,3 +222,12 @@ def test_named_api_keys_need_a_real_secret(write_config):
 def test_settings_from_dict_uses_the_same_checks(tmp_path):
     with pytest.raises(ConfigError, match=r"\[kernel\] unknown key 'bind'"):
         settings_from_dict({"kernel": {"bind": "0.0.0.0"}}, tmp_path / "x.toml", env={})
+
+
+def test_agent_options_are_validated_by_name_and_range(write_config):
+    typo = config_error(write_config(BASE + '\n[agents.main.options]\ntemprature = 0.5\n'))
+    assert "temprature" in typo and "[agents.main" in typo and "temperature" in typo
+    too_hot = config_error(write_config(BASE + '\n[agents.main.options]\ntemperature = 5\n'))
+    assert "temperature" in too_hot and "2" in too_hot
+    effort = config_error(write_config(BASE + '\n[agents.main.options]\nreasoning_effort = "extreme"\n'))
+    assert "reasoning_effort" in effort
