@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from quart import request
 
 from kernel.auth import bearer_token, constant_time_equals
 from kernel.errors import ApiError
-from kernel.http import read_body, read_json
+from kernel.http import read_body
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import MultiDict
@@ -96,8 +96,3 @@ async def authenticate(token: str, *, max_body_bytes: int, allow_signature: bool
     raise _unauthorized(
         "missing hook token; send 'Authorization: Bearer <token>' or 'X-Hook-Token: <token>'"
     )
-
-
-async def read_payload(max_bytes: int, body: bytes | None = None) -> dict[str, Any]:
-    """The JSON object body: 415 unless JSON, 413 past ``max_bytes``, 400 if malformed."""
-    return await read_json(max_bytes, body=body)

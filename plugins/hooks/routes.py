@@ -13,7 +13,8 @@ from typing import Any
 from quart import Blueprint, Response, g, jsonify, request
 
 from kernel import ApiError, public
-from plugins.hooks.gate import authenticate, read_payload
+from kernel.http import read_json
+from plugins.hooks.gate import authenticate
 from plugins.hooks.mappings import MappingTable, Skipped, WakeJob, apply_preset, build_context, plan, run_transforms
 from plugins.hooks.models import AgentRequest, WakeRequest, parse
 from plugins.hooks.service import PRINCIPAL, AgentJob, HooksService
@@ -37,7 +38,7 @@ def build_blueprint(service: HooksService) -> Blueprint:
             names = ", ".join([*BUILT_IN, *table.paths()])
             raise ApiError(404, f"no hook named {hook!r}; configured hooks: {names}", code="hook_not_found")
         service.rate_limit(hook, rate_limit)
-        return await read_payload(settings.max_body_bytes, body)
+        return await read_json(settings.max_body_bytes, body=body)
 
     @public
     async def wake() -> Any:

@@ -344,7 +344,8 @@ async def test_total_timeout(behaviour: str) -> None:
         with pytest.raises(FetchError) as info:
             await fetch_url(server.url, max_bytes=1_000_000, policy=policy)
     assert info.value.code == "timeout"
-    assert time.monotonic() - started < 3
+    # The 100 kB trickle would take ~80 minutes: only the 0.5 s total deadline ends it this soon.
+    assert time.monotonic() - started < 30
 
 
 async def test_connect_failure_is_a_fetch_error() -> None:

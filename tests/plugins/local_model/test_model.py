@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -274,17 +273,14 @@ async def test_cancel_stops_generation_and_frees_the_model(kernel: Any) -> None:
     async for ev in run.events():
         if isinstance(ev, TextDelta):
             break
-    cancelled_at = time.perf_counter()
     assert run.cancel()
     result = await run.wait()
     assert result.status == "cancelled" and result.finish_reason == "cancelled"
     await asyncio.wait_for(provider.idle(), timeout=10)
-    stopped_after = time.perf_counter() - cancelled_at
     stats = provider.last_stats
     assert stats is not None and stats.finish_reason == "cancelled"
     # The grammar forbids ending before ~1500 characters: only a cancel ends it this early.
     assert stats.output_tokens < 200
-    assert stopped_after < 5  # a token takes milliseconds; the rest of the story would take ~minutes
     assert not provider.gate.busy
 
 

@@ -228,3 +228,32 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
         srv.http.close()
         srv.sdk.close()
+
+
+@pytest.fixture
+def open_response_store(tmp_path: Path) -> Callable[..., Any]:
+    """``async with open_response_store(cls=SqliteResponseStore) as rs``: a store on a real SQLite file."""
+    from contextlib import asynccontextmanager
+
+    from kernel.store import Store
+    from plugins.openresponses.storage import SqliteResponseStore
+
+    @asynccontextmanager
+    async def opened(cls: type[SqliteResponseStore] = SqliteResponseStore) -> Any:
+        store = Store(tmp_path / "db.sqlite3")
+        await store.open()
+        rs = cls(store)
+        await rs.open()
+        try:
+            yield rs
+        finally:
+            await store.close()
+
+    return opened
+
+
+@pytest.fixture
+async def responses(open_response_store: Callable[..., Any]) -> Any:
+    """A :class:`SqliteResponseStore` on a fresh SQLite file."""
+    async with open_response_store() as rs:
+        yield rs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -30,15 +29,9 @@ class CountingStore(SqliteResponseStore):
 
 
 @pytest.fixture
-async def responses(tmp_path: Path):
-    store = Store(tmp_path / "db.sqlite3")
-    await store.open()
-    rs = CountingStore(store)
-    await rs.open()
-    yield rs
-    await store.close()
-
-
+async def responses(open_response_store):
+    async with open_response_store(CountingStore) as rs:
+        yield rs
 def tombstone(rid: str) -> ResponseRecord:
     return ResponseRecord(id=rid, owner="default", status="in_progress", created_at=time.time(), stored=False)
 

@@ -5,20 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from kernel.store import Store
 from plugins.openresponses.storage import ResponseRecord, SqliteResponseStore, StoredEvent
-
-
-@pytest.fixture
-async def responses(tmp_path: Path):
-    store = Store(tmp_path / "db.sqlite3")
-    await store.open()
-    rs = SqliteResponseStore(store)
-    await rs.open()
-    yield rs
-    await store.close()
 
 
 def record(rid: str, prev: str | None = None, owner: str = "default", **kw) -> ResponseRecord:

@@ -6,21 +6,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
 from kernel.store import Store
 from plugins.openresponses.replay import salvage_output
 from plugins.openresponses.storage import ResponseRecord, SqliteResponseStore, StoredEvent
-
-
-@pytest.fixture
-async def responses(tmp_path: Path):
-    store = Store(tmp_path / "db.sqlite3")
-    await store.open()
-    rs = SqliteResponseStore(store)
-    await rs.open()
-    yield rs
-    await store.close()
 
 
 def record(rid: str, prev: str | None = None, owner: str = "default", **kw) -> ResponseRecord:
