@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kernel.config import DEFAULT_PRINCIPAL as DEFAULT_PRINCIPAL  # re-exported: plugins import it from here
 from kernel.config import AuthSettings
 
 log = logging.getLogger("kernel.auth")
 
-DEFAULT_PRINCIPAL = "default"
 TOKEN_FILE = "token"
 
 F = TypeVar("F", bound=Callable[..., Any])

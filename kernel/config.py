@@ -15,9 +15,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kernel.errors import ConfigError
+
+# The main secret's principal (kernel.auth re-exports it); no named key may take it.
+DEFAULT_PRINCIPAL = "default"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -42,6 +45,14 @@ class AuthSettings(_Strict):
     # Proxies whose X-Forwarded-For is believed when deciding if a client is local.
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    @field_validator("keys")
+    @classmethod
+    def _no_reserved_names(cls, keys: dict[str, ApiKey]) -> dict[str, ApiKey]:
+        if DEFAULT_PRINCIPAL in keys:
+            # It would share the main secret's stored responses and sessions.
+            raise ValueError(f"{DEFAULT_PRINCIPAL!r} is the main secret's principal; name the key differently")
+        return keys
+
     @property
     def configured_secret(self) -> str | None:
         """The secret for the chosen mode, when plugins.toml sets one."""
@@ -60,7 +71,18 @@ class KernelSettings(_Strict):
     # Seconds open streams get to finish on SIGINT/SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     access_log: bool = True
+    # The one principal whose `x-session-key: agent:<agent>:main` is the real main session
+    # (where webhooks post); "" for none. Everyone else gets a private session by that name.
+    main_session_principal: str = DEFAULT_PRINCIPAL
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @model_validator(mode="after")
+    def _main_principal_exists(self) -> KernelSettings:
+        name = self.main_session_principal
+        if name and name != DEFAULT_PRINCIPAL and name not in self.auth.keys:
+            known = ", ".join([DEFAULT_PRINCIPAL, *sorted(self.auth.keys)])
+            raise ValueError(f"main_session_principal {name!r} is not a principal; known: {known} (or \"\" for none)")
+        return self
 
 
 class AgentOptions(_Strict):

@@ -247,7 +247,8 @@ class Run:
     async def _execute(self, kernel: Kernel) -> None:
         turn = self.turn
         key = turn.session_key
-        lock = kernel.sessions.lock(key) if key else None
+        # The session is the run's principal's own (kernel.sessions scopes every key by it).
+        lock = kernel.sessions.lock(key, principal=self.principal) if key else None
         started = False
         try:
             try:
@@ -257,7 +258,7 @@ class Run:
                 self.status = "in_progress"
                 self.started_at = time.time()
                 if key:
-                    turn.history = [*await kernel.sessions.load(key), *turn.history]
+                    turn.history = [*await kernel.sessions.load(key, principal=self.principal), *turn.history]
                 if self.timeout is not None:
                     async with asyncio.timeout(self.timeout):
                         await self._stream(kernel)
@@ -341,7 +342,7 @@ class Run:
     async def _persist(self, kernel: Kernel, key: str) -> None:
         items = [*self.turn.input, *self._assembler.output]
         try:
-            await asyncio.shield(kernel.sessions.append(key, items))
+            await asyncio.shield(kernel.sessions.append(key, items, principal=self.principal))
         except Exception:
             log.exception("run %s: could not save session %r", self.id, key)
 

@@ -43,7 +43,9 @@ class Kernel:
         self._plugin_settings = loaded.settings
         self.auth = Authenticator(settings.kernel.auth, self.state_dir)
         self.store = Store(self.state_dir / DB_FILE)
-        self.sessions = SessionStore(self.store)
+        self.sessions = SessionStore(self.store, main_session_principal=settings.kernel.main_session_principal,
+                                     api_key_names=frozenset(settings.kernel.auth.keys),
+                                     config_path=str(settings.path))
         self.runs = RunRegistry(self)
         self.provider_kinds = self._collect_provider_kinds()
         self.providers: dict[str, Provider] = self._build_providers()

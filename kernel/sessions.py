@@ -3,6 +3,13 @@
 A session keeps the transcript per key so a client can send only its newest message.
 Transcripts live in SQLite and survive restarts; runs on one session are serialised
 by a per-key lock so their items never interleave.
+
+Sessions belong to the principal that made them, like stored responses: the key a
+client names is looked up in that principal's own namespace (:meth:`SessionStore.scoped`),
+so another API key sending the same ``x-session-key`` (or ``user``) gets a fresh session
+of its own. Main-session keys (``agent:<agent>:main``) are reserved: they reach the real
+main session only for the principals allowed to (``[kernel] main_session_principal`` and
+in-process plugins that asked, like the hooks plugin); anyone else gets a private one.
 """
 
 from __future__ import annotations
@@ -14,11 +21,15 @@ import uuid
 import weakref
 from collections.abc import Mapping
 
-from kernel.errors import ApiError
+from kernel.auth import DEFAULT_PRINCIPAL
+from kernel.errors import ApiError, ConfigError
 from kernel.store import Store
 from kernel.types import Item, item_from_dict, item_to_dict
 
 MAX_SESSION_KEY_LENGTH = 256
+# Joins a principal and a client's key in the stored key. Not printable, so no key a
+# client may send (validate_session_key) can contain it or spell another's namespace.
+NAMESPACE_SEPARATOR = "\x1f"
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS session_items (
@@ -72,35 +83,82 @@ def main_session_key(agent: str) -> str:
     return f"agent:{agent}:main"
 
 
-class SessionStore:
-    """Transcripts by session key, plus a lock per key."""
+def is_main_session_key(key: str) -> bool:
+    """True for ``agent:<agent>:main``, the reserved main-session keys of every agent."""
+    return key.startswith("agent:") and key.endswith(":main") and len(key) > len("agent::main")
 
-    def __init__(self, store: Store) -> None:
+
+class SessionStore:
+    """Transcripts by (principal, session key), plus a lock per stored key.
+
+    Every method takes the key as the client named it and the principal asking;
+    ``principal=None`` (in-process callers) counts as the main secret's ``default``.
+    """
+
+    def __init__(self, store: Store, *, main_session_principal: str = DEFAULT_PRINCIPAL,
+                 api_key_names: frozenset[str] = frozenset(), config_path: str = "plugins.toml") -> None:
         self.store = store
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Principals whose main-session keys mean the real main session.
+        self._main_principals = {main_session_principal} if main_session_principal else set()
+        self._api_key_names = api_key_names
+        self._config_path = config_path
 
     async def open(self) -> None:
         await self.store.ensure_schema(SCHEMA)
 
-    def lock(self, key: str) -> asyncio.Lock:
+    def allow_main_session(self, principal: str) -> None:
+        """Let an in-process principal (a plugin's, e.g. ``hooks``) reach the real main session.
+
+        The name must not also be an API key's, or that key's clients would share the
+        plugin's sessions: a clash is a configuration error, raised at startup.
+        """
+        if principal in self._api_key_names:
+            raise ConfigError(
+                f"{self._config_path}: [kernel.auth.keys.{principal}] the name {principal!r} is reserved "
+                "for a plugin's own sessions; rename the key"
+            )
+        self._main_principals.add(principal)
+
+    def scoped(self, principal: str | None, key: str) -> str:
+        """The stored key for ``key`` as ``principal`` named it.
+
+        The main secret's keys are stored as given, so a single-key deployment keeps
+        the transcripts it wrote before sessions were scoped; every other principal's
+        are prefixed with its name. A main-session key is the real main session only
+        for the principals allowed it; for anyone else it is prefixed too, even for
+        ``default``, so it can never reach the main session by its bare name.
+        """
+        owner = principal or DEFAULT_PRINCIPAL
+        if is_main_session_key(key):
+            if owner in self._main_principals:
+                return key
+            return f"{owner}{NAMESPACE_SEPARATOR}{key}"
+        if owner == DEFAULT_PRINCIPAL:
+            return key
+        return f"{owner}{NAMESPACE_SEPARATOR}{key}"
+
+    def lock(self, key: str, *, principal: str | None = None) -> asyncio.Lock:
         """The lock that serialises runs on ``key`` (kept while anyone holds a reference)."""
-        lock = self._locks.get(key)
+        stored = self.scoped(principal, key)
+        lock = self._locks.get(stored)
         if lock is None:
             lock = asyncio.Lock()
-            self._locks[key] = lock
+            self._locks[stored] = lock
         return lock
 
-    async def load(self, key: str) -> list[Item]:
+    async def load(self, key: str, *, principal: str | None = None) -> list[Item]:
         """The whole transcript, oldest first."""
         rows = await self.store.fetchall(
-            "SELECT item FROM session_items WHERE session_key = ? ORDER BY seq", (key,)
+            "SELECT item FROM session_items WHERE session_key = ? ORDER BY seq", (self.scoped(principal, key),)
         )
         return [item_from_dict(json.loads(r["item"])) for r in rows]
 
-    async def append(self, key: str, items: list[Item]) -> None:
+    async def append(self, key: str, items: list[Item], *, principal: str | None = None) -> None:
         """Add items at the end of the transcript, atomically."""
         if not items:
             return
+        key = self.scoped(principal, key)
         async with self.store.transaction() as db:
             async with db.execute(
                 "SELECT COALESCE(MAX(seq), -1) FROM session_items WHERE session_key = ?", (key,)
@@ -113,5 +171,6 @@ class SessionStore:
                 [(key, start + i, json.dumps(item_to_dict(it)), now) for i, it in enumerate(items)],
             )
 
-    async def clear(self, key: str) -> None:
-        await self.store.execute("DELETE FROM session_items WHERE session_key = ?", (key,))
+    async def clear(self, key: str, *, principal: str | None = None) -> None:
+        """Forget the transcript."""
+        await self.store.execute("DELETE FROM session_items WHERE session_key = ?", (self.scoped(principal, key),))

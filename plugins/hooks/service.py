@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kernel.hooks")
 
 WakeMode = Literal["now", "next-heartbeat"]
+# Hook runs and their sessions belong to this principal: a hook's session keys never reach
+# an API key's sessions, and it is the principal the kernel lets into the main session.
 PRINCIPAL = "hooks"
 SUMMARY_EXCERPT_CHARS = 160
 MAX_DISPLAY_NAME = 80
@@ -84,6 +86,7 @@ class HooksService:
     def __init__(self, kernel: Kernel, settings: HooksSettings) -> None:
         self.kernel = kernel
         self.settings = settings
+        kernel.sessions.allow_main_session(PRINCIPAL)
         self.records = HookRunStore(kernel.store, settings.run_retention_seconds)
         self.limiter = RateLimiter()
         self._followers: set[asyncio.Task[None]] = set()
@@ -161,7 +164,7 @@ class HooksService:
         """
         event = self.system_event(text, source=f"hook {hook}")
         if mode == "next-heartbeat":
-            await self.kernel.sessions.append(self.main_key, [event])
+            await self.kernel.sessions.append(self.main_key, [event], principal=PRINCIPAL)
             log.info("hook %s: system event queued in %r", hook, self.main_key)
             return None
         turn = Turn(agent=self.default_agent, input=[event], system=self.settings.instructions,
@@ -220,7 +223,7 @@ class HooksService:
             if wake_event is not None and run.started_at is None:
                 # Cancelled while waiting for the main session (e.g. at shutdown): the kernel only
                 # stores the input of runs that started, so queue the event rather than lose it.
-                await self.kernel.sessions.append(self.main_key, [wake_event])
+                await self.kernel.sessions.append(self.main_key, [wake_event], principal=PRINCIPAL)
                 log.info("hook %s: run %s never started; its event was queued in %r", job.hook, run.id, self.main_key)
             took = (run.finished_at or time.time()) - run.created_at
             error = f" ({result.error.code}: {result.error.message})" if result.error is not None else ""
@@ -243,4 +246,5 @@ class HooksService:
                 return
             except ApiError as exc:  # the provider is saturated: queue it instead of losing it
                 log.warning("hook summary: could not start a main-session turn (%s); queued instead", exc.message)
-        await self.kernel.sessions.append(self.main_key, [self.system_event(line, source="hook summary")])
+        await self.kernel.sessions.append(self.main_key, [self.system_event(line, source="hook summary")],
+                                           principal=PRINCIPAL)

@@ -135,7 +135,8 @@ class Hub:
         return asyncio.run_coroutine_threadsafe(coro, self.tap.loop).result(timeout=10)
 
     def transcript(self, key: str) -> list[Item]:
-        return self.call(self.kernel.sessions.load(key))
+        """A hook session's transcript (hook sessions belong to the hooks principal)."""
+        return self.call(self.kernel.sessions.load(key, principal="hooks"))
 
     def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
         return self.client.post(path, json=json, headers=HOOK_HEADERS if headers is None else headers, **kw)
