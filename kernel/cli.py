@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -80,10 +79,11 @@ def serve(config_path: Path, host: str | None, port: int | None, log_level: str)
     """Serve the gateway with Hypercorn until SIGINT/SIGTERM."""
     from hypercorn.utils import LifespanFailureError
 
+    from kernel.logfmt import configure_logging
     from kernel.serve import UnsafeBindError
     from kernel.serve import serve as run_server
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)  # one line per record: client text cannot forge log lines
     app = _build_app(config_path)
     settings: Settings = app.extensions["kernel"].settings
     host = host or settings.kernel.host
