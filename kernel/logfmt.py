@@ -19,8 +19,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # C0 controls (tab and newline included), DEL, C1 controls (NEL U+0085 among them) and
 # the Unicode line and paragraph separators: everything str.splitlines() or a terminal
-# would treat as the end of a line, or that could rewrite what is already shown.
-_UNSAFE = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+# would treat as the end of a line, or that could rewrite what is already shown; and the
+# bidirectional overrides and isolates, which make a terminal show text in another order.
+_UNSAFE = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
+           *range(0x2066, 0x206A)]
 _ESCAPES = {code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _UNSAFE}
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]

@@ -134,3 +134,8 @@ def test_the_formatter_escapes_any_loggers_messages_and_exception_text() -> None
     assert text.splitlines()[0] == "some.third_party.plugin: model 'gpt\\u2028x' path /a\\x0ab"
     assert "ValueError: outer\\x0d\\x0aforged" in text
     assert not any(line.startswith("forged") for line in text.splitlines())
+
+
+def test_bidirectional_overrides_are_escaped_so_a_terminal_shows_the_text_as_sent() -> None:
+    assert escape_control("ok \u202egnp.exe") == "ok \\u202egnp.exe"
+    assert escape_control("\u2066x\u2069") == "\\u2066x\\u2069"
