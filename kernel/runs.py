@@ -370,7 +370,7 @@ class RunRegistry:
                 admit()
             except ProviderError as exc:
                 err = exc.error
-                headers = {"Retry-After": str(int(err.retry_after or 1))} if err.status == 429 else None
+                headers = {"Retry-After": err.retry_after_header()} if err.status == 429 else None
                 raise ApiError(err.status, err.message, type=err.type, code=err.code,
                                headers=headers) from None
         _apply_agent_defaults(turn, agent)

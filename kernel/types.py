@@ -8,6 +8,7 @@ build and inspect values cheaply; pydantic stays at the HTTP edges.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -308,6 +309,17 @@ class Finished:
     kind: Literal["finished"] = "finished"
 
 
+# The longest wait a RunError may ask a client for (one day).
+MAX_RETRY_AFTER_SECONDS = 86_400.0
+
+
+def bounded_retry_after(seconds: float) -> float:
+    """``seconds`` within ``0 .. MAX_RETRY_AFTER_SECONDS``; ``inf`` is the maximum, ``nan`` 1."""
+    if math.isnan(seconds):
+        return 1.0
+    return min(max(0.0, float(seconds)), MAX_RETRY_AFTER_SECONDS)
+
+
 @dataclass(slots=True)
 class RunError:
     """What went wrong, in terms an endpoint can map to its wire format.
@@ -324,6 +336,18 @@ class RunError:
     status: int = 500
     retry_after: float | None = None
     param: str | None = None
+
+    def __post_init__(self) -> None:
+        # retry_after often comes from a peer (an upstream's Retry-After): keep it a
+        # finite number of seconds within a day, so every endpoint can format it.
+        if self.retry_after is not None:
+            self.retry_after = bounded_retry_after(self.retry_after)
+
+    def retry_after_header(self) -> str:
+        """``Retry-After`` for this error: whole seconds, at least 1 (so clients really
+        wait), at most :data:`MAX_RETRY_AFTER_SECONDS`."""
+        seconds = bounded_retry_after(self.retry_after) if self.retry_after is not None else 1.0
+        return str(max(1, math.ceil(seconds)))
 
 
 @dataclass(slots=True)

@@ -165,12 +165,8 @@ def build_blueprint(host: CanvasHost) -> Blueprint:
             return Response(json.dumps(body), 401, {"Content-Type": "application/json"})
         await websocket.accept()
         async with host.hub.subscribe() as inbox:
-            while True:
-                message = await inbox.get()
-                if message is None:
-                    await websocket.close(1001, "gateway stopping")
-                    return None
-                await websocket.send(message)
+            await _send_reloads(inbox)
+        return None
 
     @public
     async def no_socket(subpath: str) -> Any:
@@ -226,3 +222,32 @@ def _os_error(action: str, path: CanvasPath, exc: OSError) -> ApiError:
                         param=PATH_PARAM, code="conflict")
     log.error("canvas: %s of %s failed: %s", action, path.display, exc)
     return ApiError(500, f"{where}: {exc.strerror}", code="io_error")
+
+
+async def _send_reloads(inbox: asyncio.Queue[str | None]) -> None:
+    """Forward ``reload`` messages until the hub closes.
+
+    The live-reload client never sends anything, and Quart queues every message a
+    client sends, without limit, until the view reads it: so the socket is read, and
+    the first message a client sends closes it (1008) instead of piling up.
+    """
+    client_spoke: asyncio.Future[Any] = asyncio.ensure_future(websocket.receive())
+    next_message: asyncio.Future[str | None] | None = None
+    try:
+        while True:
+            next_message = asyncio.ensure_future(inbox.get())
+            await asyncio.wait({client_spoke, next_message}, return_when=asyncio.FIRST_COMPLETED)
+            if client_spoke.done():
+                await websocket.close(1008, "the live-reload socket does not accept messages")
+                return
+            message = next_message.result()
+            if message is None:
+                await websocket.close(1001, "gateway stopping")
+                return
+            await websocket.send(message)
+    finally:
+        # Both waits end with the view (also when it is cancelled): none outlives the socket.
+        pending = [f for f in (client_spoke, next_message) if f is not None and not f.done()]
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -110,7 +109,7 @@ def run_error(error: RunError, run_id: str) -> ApiError:
             run_id, error.status, error.code, error.message)
     headers = None
     if error.status == 429:
-        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after or 1)))}
+        headers = {"Retry-After": error.retry_after_header()}
     return ApiError(error.status, error.message, type=error.type, param=error.param, code=error.code,
                     headers=headers)
 

@@ -33,6 +33,20 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
+# Numbers in a chunk are the upstream's word: a token count or a tool-call index
+# outside these ranges is treated as missing (a 10**400 "prompt_tokens" would
+# otherwise reach sums, the store and clients' JSON parsers).
+MAX_TOKEN_COUNT = 2**31 - 1
+MAX_TOOL_CALL_INDEX = 1023
+
+
+def _bounded_int(value: Any, ceiling: int) -> int | None:
+    """``value`` if it is an int (not a bool) in ``0 .. ceiling``, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= ceiling:
+        return value
+    return None
+
+
 class UpstreamFormatError(Exception):
     """A chunk that is valid JSON but not a Chat Completions chunk we can use."""
 
@@ -73,7 +87,7 @@ class ChunkDecoder:
             raise UpstreamFormatError("'choices' in a stream chunk is not a list")
         for choice in choices:
             # n is never set, so only choice 0 exists; ignore anything else.
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or _bounded_int(choice.get("index", 0), 0) != 0:
                 continue
             delta = choice.get("delta") or choice.get("message") or {}
             if isinstance(delta, dict):
@@ -130,8 +144,8 @@ class ChunkDecoder:
         return events
 
     def _index_for(self, piece: dict[str, Any]) -> int:
-        index = piece.get("index")
-        if isinstance(index, int):
+        index = _bounded_int(piece.get("index"), MAX_TOOL_CALL_INDEX)
+        if index is not None:
             return index
         # Without an index: a known id continues its call; a new id, or a name while
         # the newest call already has one, starts a call; anything else continues it.
@@ -178,7 +192,8 @@ def map_usage(usage: dict[str, Any]) -> Usage:
     """Chat Completions usage -> :class:`kernel.Usage`."""
 
     def number(value: Any) -> int:
-        return value if isinstance(value, int) and value >= 0 else 0
+        counted = _bounded_int(value, MAX_TOKEN_COUNT)
+        return 0 if counted is None else counted
 
     completion_details = usage.get("completion_tokens_details") or {}
     prompt_details = usage.get("prompt_tokens_details") or {}

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from kernel import RunError
+from kernel.types import bounded_retry_after
 
 # Upstream answers worth retrying when they arrive before any body bytes.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -55,25 +57,37 @@ def upstream_error_detail(body: bytes) -> tuple[str, str | None, str | None]:
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds the upstream asks us to wait: ``retry-after-ms``, ``Retry-After`` as
-    seconds or as an HTTP date; ``None`` when absent or unreadable."""
+    seconds or as an HTTP date; ``None`` when absent or unreadable.
+
+    The header is the peer's text: the result is always finite and within
+    ``0 .. kernel.types.MAX_RETRY_AFTER_SECONDS`` (a day; ``inf`` and ``1e999`` are clamped, a negative
+    value or a date in the past is 0, ``nan`` and garbage are unreadable).
+    """
     ms = headers.get("retry-after-ms")
     if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+        seconds = _number(ms)
+        if seconds is not None:
+            return bounded_retry_after(seconds / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _number(value)
+    if seconds is not None:
+        return bounded_retry_after(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return bounded_retry_after(seconds)
+
+
+def _number(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(seconds) else seconds
 
 
 def http_status_error(label: str, status: int, body: bytes, retry_after: float | None) -> RunError:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import random
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from kernel import Finished, ProviderError, RunError, RunEvent, Turn
+from plugins.openai_upstream.body import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
 from plugins.openai_upstream.decode import ChunkDecoder, UpstreamFormatError
 from plugins.openai_upstream.faults import (
     RETRYABLE_STATUSES,
@@ -32,12 +34,12 @@ from plugins.openai_upstream.faults import (
 )
 from plugins.openai_upstream.request import build_body
 from plugins.openai_upstream.settings import UpstreamOptions
-from plugins.openai_upstream.sse import LineSplitter, SseEvent, SseParser
+from plugins.openai_upstream.sse import LineSplitter, SseEvent, SseLimitError, SseParser
 
 log = logging.getLogger("plugins.openai_upstream")
 
+# An error answer is read only for its message: the first 64 KiB say enough.
 MAX_ERROR_BODY = 64 * 1024
-MAX_JSON_BODY = 32 * 1024 * 1024
 # After [DONE], how much of the body's tail is read to keep the connection reusable.
 DRAIN_LINES = 16
 DRAIN_SECONDS = 1.0
@@ -76,7 +78,9 @@ class UpstreamProvider:
         loop = asyncio.get_running_loop()
         if self._client is None or self._slots is None or self._loop is not loop:
             opts = self.options
-            headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream"}
+            # Only the encodings BodyDecoder decodes in bounded steps (httpx would also
+            # offer br/zstd when their packages happen to be installed).
+            headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream", "Accept-Encoding": ACCEPT_ENCODING}
             if opts.api_key is not None:
                 headers["Authorization"] = f"Bearer {opts.api_key.get_secret_value()}"
             headers.update(opts.headers)
@@ -194,17 +198,17 @@ class UpstreamProvider:
         return random.uniform(ceiling / 2, ceiling)
 
     async def _error_body(self, response: httpx.Response, deadline: float | None) -> bytes:
-        """Up to 64 KiB of an error answer's body, then the response is closed."""
+        """Up to 64 KiB of an error answer's (decoded) body, then the response is closed."""
         chunks: list[bytes] = []
         size = 0
         try:
             async with asyncio.timeout_at(deadline):
-                async for chunk in response.aiter_raw():
-                    chunks.append(chunk)
-                    size += len(chunk)
+                async for piece in _decoded(response):
+                    chunks.append(piece)
+                    size += len(piece)
                     if size >= MAX_ERROR_BODY:
                         break
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, httpx.HTTPError, zlib.error, UnsupportedEncoding):
             pass  # the status alone still says what happened
         finally:
             await response.aclose()
@@ -222,16 +226,23 @@ class UpstreamProvider:
             return
         # Bytes in network-read batches, split into lines here: one await per read
         # rather than per line, and no text layer over the bytes.
-        pieces = response.aiter_bytes()
-        splitter = LineSplitter()
-        parser = SseParser()
+        pieces = self._pieces(response)
+        limit = self.options.max_event_bytes
+        splitter = LineSplitter(limit)
+        parser = SseParser(limit)
         while True:
             piece = await self._next_piece(pieces, decoder, deadline)
-            lines = splitter.flush() if piece is None else splitter.feed(piece)
+            try:
+                lines = splitter.flush() if piece is None else splitter.feed(piece)
+            except SseLimitError as exc:
+                raise self._over_limit(exc, decoder) from None
             if piece is None:
                 lines.append("")  # the end of the body dispatches an unterminated last event
             for done_at, line in enumerate(lines):
-                sse = parser.feed(line)
+                try:
+                    sse = parser.feed(line)
+                except SseLimitError as exc:
+                    raise self._over_limit(exc, decoder) from None
                 if sse is None:
                     continue
                 data = sse.data.strip()
@@ -248,6 +259,21 @@ class UpstreamProvider:
                 self.label, f"the stream ended after {decoder.chunks} chunk(s) without a finish reason "
                 "or [DONE]; the answer is incomplete",
             ))
+
+    def _over_limit(self, exc: SseLimitError, decoder: ChunkDecoder) -> ProviderError:
+        return ProviderError(bad_response(
+            self.label, f"sent {exc.what} of its event stream longer than max_event_bytes = {exc.limit} bytes "
+            f"after {decoder.chunks} chunk(s); raise max_event_bytes in this [providers] table if the "
+            "upstream really sends such events",
+        ))
+
+    def _pieces(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            return _decoded(response)
+        except UnsupportedEncoding as exc:
+            raise ProviderError(bad_response(
+                self.label, f"answered with Content-Encoding {exc} although only {ACCEPT_ENCODING} was offered",
+            )) from None
 
     def _decode(self, sse: SseEvent, data: str, decoder: ChunkDecoder) -> list[RunEvent]:
         """One SSE event's chunk as run events; a malformed or error chunk fails the run."""
@@ -291,29 +317,37 @@ class UpstreamProvider:
             raise ProviderError(connection_error(
                 self.label, f"the connection dropped mid-stream after {decoder.chunks} chunk(s): {_describe(exc)}",
             )) from None
+        except zlib.error:
+            raise ProviderError(bad_response(
+                self.label, f"sent a corrupt compressed stream after {decoder.chunks} chunk(s)",
+            )) from None
 
     async def _drain(self, pieces: AsyncIterator[bytes], lines_left: int) -> None:
         """Read what little follows ``[DONE]`` (normally just the end of the body) so the
         connection goes back to the pool: reusing it saves a TCP (and TLS) handshake on
         the next request. A server that keeps talking (``lines_left`` lines already
         followed ``[DONE]`` in its last read) is cut off and closed instead."""
-        splitter = LineSplitter()
+        splitter = LineSplitter(self.options.max_event_bytes)
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
                 while lines_left < DRAIN_LINES:
                     lines_left += len(splitter.feed(await anext(pieces)))
-        except (StopAsyncIteration, TimeoutError, httpx.HTTPError):
+        except (StopAsyncIteration, TimeoutError, httpx.HTTPError, zlib.error, SseLimitError):
             pass  # the response is closed by the caller either way
 
     async def _whole_json(self, response: httpx.Response, deadline: float | None) -> Any:
         chunks: list[bytes] = []
         size = 0
+        limit = self.options.max_response_bytes
         try:
             async with asyncio.timeout_at(deadline):
-                async for chunk in response.aiter_bytes():
+                async for chunk in self._pieces(response):
                     size += len(chunk)
-                    if size > MAX_JSON_BODY:
-                        raise ProviderError(bad_response(self.label, "sent a completion over 32 MiB"))
+                    if size > limit:
+                        raise ProviderError(bad_response(
+                            self.label, f"sent a whole completion over max_response_bytes = {limit} bytes; "
+                            "raise max_response_bytes in this [providers] table if that is expected",
+                        ))
                     chunks.append(chunk)
         except TimeoutError:
             raise ProviderError(self._total_timeout("reading the completion")) from None
@@ -323,6 +357,8 @@ class UpstreamProvider:
             raise ProviderError(connection_error(
                 self.label, f"the connection dropped while sending the completion: {_describe(exc)}",
             )) from None
+        except zlib.error:
+            raise ProviderError(bad_response(self.label, "sent a corrupt compressed completion")) from None
         try:
             return json.loads(b"".join(chunks))
         except ValueError as exc:
@@ -330,6 +366,19 @@ class UpstreamProvider:
 
     def _total_timeout(self, during: str) -> RunError:
         return timeout_error(self.label, f"total_timeout = {self.options.total_timeout:g}s exceeded while {during}")
+
+
+def _decoded(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body, decoded in bounded steps (see :mod:`plugins.openai_upstream.body`);
+    raises :class:`UnsupportedEncoding` at once for an encoding we did not offer."""
+    body = BodyDecoder(response.headers.get("content-encoding", ""))
+
+    async def pieces() -> AsyncIterator[bytes]:
+        async for raw in response.aiter_raw():
+            for piece in body.decode(raw):
+                yield piece
+
+    return pieces()
 
 
 def _describe(exc: BaseException) -> str:

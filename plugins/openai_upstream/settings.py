@@ -45,6 +45,11 @@ class UpstreamOptions(BaseModel):
     # A Retry-After longer than this is not waited for: the run fails with 429 and
     # the upstream's Retry-After, so the client decides.
     max_retry_after: float = Field(30.0, ge=0)
+    # The longest line, and the most data in one event, of the upstream's event stream;
+    # a longer one fails the run (upstream_bad_response) instead of growing a buffer.
+    max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # The largest whole (non-streamed) completion read when a server ignores stream=true.
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     # Requests in flight at once against this upstream; further runs wait for a slot.
     max_concurrency: int = Field(16, ge=1)
     accepts_images: bool = True

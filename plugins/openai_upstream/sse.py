@@ -3,11 +3,29 @@
 :class:`LineSplitter` cuts the body's bytes into lines, :class:`SseParser` groups the
 lines into events. Comments (``: ping``), ``id`` and ``retry`` fields are ignored
 because a Chat Completions stream does not use them.
+
+Both hold bytes the upstream chose, so both are bounded: a line longer than
+``max_line`` (or an event whose data lines add up to more than ``max_event``) raises
+:class:`SseLimitError` instead of growing the buffer; the splitter never holds more
+than ``max_line`` bytes of an unfinished line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# Generous: a Chat Completions chunk is normally well under a kilobyte, but one chunk
+# may carry a whole tool call's arguments or a long non-incremental answer.
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
+class SseLimitError(ValueError):
+    """A line or an event of the stream is over its limit (``what`` says which)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} longer than {limit} bytes")
+        self.what = what
+        self.limit = limit
 
 
 class LineSplitter:
@@ -20,35 +38,55 @@ class LineSplitter:
     decoding the stream incrementally.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.max_line = max_line
         self._rest: list[bytes] = []  # the unterminated start of the next line
+        self._held = 0  # bytes in _rest; never more than max_line
         self._after_cr = False  # the last piece ended in \r: a \n opening the next is its pair
 
+    @property
+    def held(self) -> int:
+        """Bytes of an unfinished line held for the next piece (at most ``max_line``)."""
+        return self._held
+
     def feed(self, piece: bytes) -> list[str]:
-        """The lines that ``piece`` completes (without their line ends)."""
+        """The lines that ``piece`` completes (without their line ends).
+
+        Raises :class:`SseLimitError` for a line over ``max_line`` bytes, before
+        holding more than ``max_line`` bytes of it.
+        """
         if self._after_cr:
             self._after_cr = False
             if piece.startswith(b"\n"):
                 piece = piece[1:]
         if b"\n" not in piece and b"\r" not in piece:
             if piece:
-                self._rest.append(piece)
+                self._hold(piece)
             return []
         if self._rest:
             self._rest.append(piece)
             piece = b"".join(self._rest)
             self._rest = []
+            self._held = 0
         if b"\r" not in piece:  # the usual case: \n only
-            *lines, rest = piece.split(b"\n")
-            if rest:
-                self._rest.append(rest)
-            return [line.decode("utf-8", "replace") for line in lines]
-        self._after_cr = piece.endswith(b"\r")
-        lines = piece.splitlines(keepends=True)  # bytes split at \n, \r\n and \r only
-        if not lines[-1].endswith((b"\n", b"\r")):
-            self._rest.append(lines.pop())
-        # Each line holds exactly one line end, at its end.
-        return [line.rstrip(b"\r\n").decode("utf-8", "replace") for line in lines]
+            *raw, rest = piece.split(b"\n")
+        else:
+            self._after_cr = piece.endswith(b"\r")
+            raw = piece.splitlines(keepends=True)  # bytes split at \n, \r\n and \r only
+            rest = b"" if raw[-1].endswith((b"\n", b"\r")) else raw.pop()
+            # Each line holds exactly one line end, at its end.
+            raw = [line.rstrip(b"\r\n") for line in raw]
+        if max(map(len, raw)) > self.max_line:
+            raise SseLimitError("a line", self.max_line)
+        if rest:
+            self._hold(rest)
+        return [line.decode("utf-8", "replace") for line in raw]
+
+    def _hold(self, piece: bytes) -> None:
+        if self._held + len(piece) > self.max_line:
+            raise SseLimitError("a line", self.max_line)
+        self._rest.append(piece)
+        self._held += len(piece)
 
     def flush(self) -> list[str]:
         """The last line, when the body ended without a line end."""
@@ -57,6 +95,7 @@ class LineSplitter:
             return []
         rest = b"".join(self._rest)
         self._rest = []
+        self._held = 0
         return [rest.decode("utf-8", "replace")]
 
 
@@ -71,8 +110,10 @@ class SseEvent:
 class SseParser:
     """Feed lines one at a time; :meth:`feed` returns an event when a blank line ends one."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.max_event = max_event
         self._data: list[str] = []
+        self._size = 0  # characters of data so far (a character is at least one byte)
         self._event = ""
 
     def feed(self, line: str) -> SseEvent | None:
@@ -85,6 +126,10 @@ class SseParser:
         if sep and value.startswith(" "):
             value = value[1:]
         if name == "data":
+            # Many short data lines and no blank line would otherwise grow one event forever.
+            self._size += len(value) + 1
+            if self._size > self.max_event:
+                raise SseLimitError("an event", self.max_event)
             self._data.append(value)
         elif name == "event":
             self._event = value
@@ -104,6 +149,7 @@ class SseParser:
             return None
         event = SseEvent(data="\n".join(self._data), event=self._event or "message")
         self._data = []
+        self._size = 0
         self._event = ""
         return event
 

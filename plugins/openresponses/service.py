@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, request
@@ -176,7 +175,7 @@ def run_error(error: RunError) -> ApiError:
 def _retry_after(error: RunError) -> dict[str, str]:
     if error.status != 429:
         return {}
-    return {"Retry-After": str(max(1, math.ceil(error.retry_after or 1)))}
+    return {"Retry-After": error.retry_after_header()}
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str]) -> Response:

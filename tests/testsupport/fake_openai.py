@@ -14,7 +14,9 @@ is empty the ``default`` reply is used (or a 500 that says the script ran out).
 ``GET /v1/models`` lists ``fake-model``. A reply can stream slowly (``delay``), stop
 in the middle and drop the connection (``end="drop"``), stall (``end="hang"``), or
 never answer at all (:func:`hang_reply`), or close the connection without answering
-(:func:`reset_reply`). ``RecordedRequest.disconnected`` is set
+(:func:`reset_reply`), send one line that never ends (:func:`endless_line_reply`), or
+gzip its body (:func:`gzipped`, which also makes decompression bombs).
+``RecordedRequest.disconnected`` is set
 when the client goes away before its reply was complete, which is how tests prove
 that cancellation closes the upstream request.
 """
@@ -26,6 +28,7 @@ import contextlib
 import json
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,6 +50,8 @@ class Reply:
     ``drop`` aborts the TCP connection without ending it, ``hang`` keeps it open and
     silent until the client leaves. ``hang_before_headers`` never sends a response;
     ``reset_before_headers`` aborts the connection as soon as the request is read.
+    ``forever``, when set, is written again and again after ``pieces`` until the
+    client leaves (an endless body).
     """
 
     status: int = 200
@@ -56,6 +61,7 @@ class Reply:
     end: Literal["complete", "drop", "hang"] = "complete"
     hang_before_headers: bool = False
     reset_before_headers: bool = False
+    forever: bytes | None = None
 
 
 def sse_bytes(event: dict[str, Any] | str | bytes) -> bytes:
@@ -79,11 +85,14 @@ def stream_reply(chunks: Iterable[dict[str, Any] | str | bytes], *, done: bool =
 
 
 def error_reply(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                param: str | None = None, retry_after: float | None = None,
+                param: str | None = None, retry_after: float | str | None = None,
                 headers: dict[str, str] | None = None) -> Reply:
-    """An OpenAI-style error body with ``status`` (and ``Retry-After`` if given)."""
+    """An OpenAI-style error body with ``status`` (and ``Retry-After`` if given: a number,
+    or a string sent verbatim such as ``inf``, ``garbage`` or an HTTP date)."""
     extra = dict(headers or {})
-    if retry_after is not None:
+    if isinstance(retry_after, str):
+        extra["retry-after"] = retry_after
+    elif retry_after is not None:
         extra["retry-after"] = f"{retry_after:g}"
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return json_reply(body, status=status, headers=extra)
@@ -93,6 +102,27 @@ def json_reply(body: Any, *, status: int = 200, headers: dict[str, str] | None =
     """A plain JSON answer (a non-streaming completion, an error ...)."""
     return Reply(status=status, headers={"content-type": "application/json", **(headers or {})},
                  pieces=[json.dumps(body).encode()])
+
+
+def endless_line_reply(first: Iterable[dict[str, Any] | str | bytes] = (), *, piece_bytes: int = 64 * 1024,
+                       headers: dict[str, str] | None = None) -> Reply:
+    """An event stream whose ``first`` events are followed by ``data: xxxx...`` that never
+    ends: no line end ever comes, ``piece_bytes`` more bytes per write, until the client leaves."""
+    reply = stream_reply(first, done=False, headers=headers)
+    reply.pieces.append(b"data: ")
+    reply.forever = b"x" * piece_bytes
+    return reply
+
+
+def gzipped(reply: Reply) -> Reply:
+    """``reply`` with its body gzip-encoded (``Content-Encoding: gzip``), piece by piece
+    (each piece flushed, so a stream still arrives in its pieces)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    pieces = [z.compress(p) + z.flush(zlib.Z_SYNC_FLUSH) for p in reply.pieces]
+    pieces[-1:] = [(pieces[-1] if pieces else b"") + z.flush()]
+    headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
+    return Reply(status=reply.status, headers={**headers, "content-encoding": "gzip"}, pieces=pieces,
+                 delay=reply.delay, end=reply.end)
 
 
 def hang_reply() -> Reply:
@@ -383,6 +413,8 @@ class FakeOpenAI:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await sender
+            elif not sender.cancelled():
+                sender.exception()  # a write that failed because the client left: seen, not an error
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> bool:
         if reply.hang_before_headers:
@@ -400,6 +432,9 @@ class FakeOpenAI:
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             writer.write(conn.send(h11.Data(data=piece)))
+            await writer.drain()
+        while reply.forever is not None:  # until the client leaves (drain raises) or the server stops
+            writer.write(conn.send(h11.Data(data=reply.forever)))
             await writer.drain()
         if reply.end == "drop":
             writer.transport.abort()

@@ -226,3 +226,22 @@ def test_open_tabs_do_not_hold_up_a_gateway_shutdown(tmp_path: Path, poll: Calla
             assert info.value.rcvd is not None and info.value.rcvd.code == 1001
         assert proc.wait(30) == 0
         assert "closing 1 live-reload socket" in err.read_text()
+
+
+def test_a_client_message_closes_the_socket_instead_of_queueing(
+    canvas_app: Callable[..., Quart], live_server: Callable, poll: Callable[..., None]
+) -> None:
+    """Quart queues what a client sends, without limit, until the view reads it; the
+    reload socket reads and refuses, so nothing piles up however much a page sends."""
+    from websockets.exceptions import ConnectionClosedError
+
+    app = canvas_app()
+    host = host_of(app)
+    with live_server(app) as base:
+        with ws_client.connect(ws_url(base), additional_headers=AUTH_HEADERS) as sock:
+            poll(lambda: host.hub.clients == 1, what="the socket to subscribe")
+            sock.send("x" * 100_000)
+            with pytest.raises(ConnectionClosedError) as info:
+                sock.recv(timeout=5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+        poll(lambda: host.hub.clients == 0, what="the refused socket to unsubscribe")

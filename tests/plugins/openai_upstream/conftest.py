@@ -68,3 +68,19 @@ def run_turn() -> Callable[[Quart, Turn], Any]:
     """``await run_turn(app, turn)``: start a run through the kernel's run seam and
     return ``(every event, the RunResult)``; call inside ``async with app.test_app()``."""
     return _run_turn
+
+
+# Retry-After values an upstream may send, with the whole seconds a client should see
+# (None: any finite value in range, for a date whose distance depends on the clock).
+HOSTILE_RETRY_AFTER = [("inf", "86400"), ("1e999", "86400"), ("garbage", "1"), ("-5", "1"),
+                       ("Fri, 31 Dec 9999 23:59:59 GMT", "86400"), ("http-date-in-an-hour", None)]
+
+
+def finite_retry_after(header: str) -> str:
+    """The Retry-After to script: the placeholder for a date an hour from now is filled in."""
+    if header == "http-date-in-an-hour":
+        import email.utils
+        import time
+
+        return email.utils.formatdate(time.time() + 3600, usegmt=True)
+    return header

@@ -15,6 +15,7 @@ from testsupport.fake_openai import (
     FakeOpenAI,
     chunk,
     completion,
+    endless_line_reply,
     error_reply,
     hang_reply,
     json_reply,
@@ -27,7 +28,7 @@ from testsupport.fake_openai import (
 
 from kernel.testing import AUTH_HEADERS, TEST_TOKEN, build_app, default_config, merge, serve_in_thread
 
-from .conftest import API_KEY, upstream_config
+from .conftest import API_KEY, HOSTILE_RETRY_AFTER, finite_retry_after, upstream_config
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
@@ -52,8 +53,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             # A second instance of the same kind, impatient and without retries.
             "providers": {"impatient": {"kind": "openai_upstream", "base_url": fake.base_url,
                                         "model": "small", "read_timeout": 0.3, "max_retries": 0}},
-            "agents": {"impatient": {"provider": "impatient"}},
+            "agents": {"impatient": {"provider": "impatient"}, "tight": {"provider": "tight"}},
         })
+        # A third with a small event-stream cap, for the endless-line tests.
+        config["providers"]["tight"] = {"kind": "openai_upstream", "base_url": fake.base_url, "model": "small",
+                                        "max_event_bytes": 65536, "max_retries": 0}
         app = build_app(config, tmp / "plugins.toml")
         with serve_in_thread(app) as base:
             yield Gateway(base, fake)
@@ -281,3 +285,38 @@ def test_out_of_range_sampling_field_is_a_400_naming_it(gw, field, value):
     assert info.value.status_code == 400 and info.value.param == field and info.value.code == "invalid_value"
     assert repr(value) in info.value.body["message"]
     assert gw.fake.chat_requests == []  # refused before any upstream call
+
+
+def test_endless_upstream_line_is_a_502_naming_the_limit(gw):
+    gw.fake.script(endless_line_reply([chunk({"content": "so far"})]))
+    with pytest.raises(openai.APIStatusError) as info:
+        gw.sdk.chat.completions.create(model="agent:tight", messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and info.value.code == "upstream_bad_response"
+    assert "longer than max_event_bytes = 65536 bytes" in info.value.message
+    assert gw.fake.chat_requests[0].disconnected.wait(10)
+
+
+def test_endless_upstream_line_mid_stream_is_an_error_chunk(gw):
+    gw.fake.script(endless_line_reply([chunk({"content": "so far"})]))
+    with httpx.Client(base_url=gw.base, headers=AUTH_HEADERS, timeout=30) as http, http.stream(
+            "POST", "/v1/chat/completions", json={"model": "agent:tight", "stream": True,
+                                                  "messages": [{"role": "user", "content": "x"}]}) as resp:
+        assert resp.status_code == 200
+        datas = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert datas[-1] == "[DONE]"
+    payloads = [json.loads(d) for d in datas[:-1]]
+    assert "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p.get("choices")) == "so far"
+    error = payloads[-1]["error"]
+    assert error["code"] == "upstream_bad_response"
+    assert "sent a line of its event stream longer than max_event_bytes = 65536 bytes" in error["message"]
+
+
+@pytest.mark.parametrize(("header", "expected"), HOSTILE_RETRY_AFTER, ids=[h for h, _ in HOSTILE_RETRY_AFTER])
+def test_upstream_429_with_a_hostile_retry_after_is_a_429_with_a_finite_one(gw, header, expected):
+    gw.fake.script(*[error_reply(429, "Too many requests", type="rate_limit_error",
+                                 retry_after=finite_retry_after(header))] * 3)
+    with pytest.raises(openai.RateLimitError) as info:
+        gw.sdk.chat.completions.create(model="agent:main", messages=[{"role": "user", "content": "x"}])
+    shown = info.value.response.headers["retry-after"]
+    assert info.value.status_code == 429 and info.value.code == "upstream_rate_limited"
+    assert shown == expected if expected else 3500 < int(shown) <= 3600

@@ -14,6 +14,7 @@ import pytest
 from testsupport.fake_openai import (
     FakeOpenAI,
     chunk,
+    endless_line_reply,
     error_reply,
     hang_reply,
     reset_reply,
@@ -26,7 +27,7 @@ from testsupport.spec import assert_valid, assert_valid_event
 
 from kernel.testing import AUTH_HEADERS, TEST_TOKEN, build_app, default_config, merge, serve_in_thread
 
-from .conftest import upstream_config
+from .conftest import HOSTILE_RETRY_AFTER, finite_retry_after, upstream_config
 
 PNG = ("data:image/png;base64,"
        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
@@ -72,8 +73,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             # A second instance of the kind: impatient, for timeouts.
             "providers": {"impatient": {"kind": "openai_upstream", "base_url": fake.base_url, "model": "small",
                                         "read_timeout": 0.3, "max_retries": 0}},
-            "agents": {"impatient": {"provider": "impatient"}},
+            "agents": {"impatient": {"provider": "impatient"}, "tight": {"provider": "tight"}},
         })
+        # A third with a small event-stream cap, for the endless-line tests.
+        config["providers"]["tight"] = {"kind": "openai_upstream", "base_url": fake.base_url, "model": "small",
+                                        "max_event_bytes": 65536, "max_retries": 0}
         app = build_app(config, tmp / "plugins.toml")
         with serve_in_thread(app) as base:
             gw = Gateway(base, fake)
@@ -343,3 +347,34 @@ def test_out_of_range_sampling_field_is_a_400_naming_it(gw, body, param):
     error = resp.json()["error"]
     assert (error["param"], error["code"], error["type"]) == (param, "invalid_value", "invalid_request_error")
     assert gw.fake.chat_requests == []  # refused before any upstream call
+
+
+def test_endless_upstream_line_is_a_failed_response_naming_the_limit(gw):
+    gw.fake.script(endless_line_reply([chunk({"content": "so far"})]))
+    resp = gw.post({"model": "agent:tight", "input": "x"})
+    assert resp.status_code == 502
+    body = resp.json()
+    assert body["status"] == "failed" and body["error"]["code"] == "upstream_bad_response"
+    assert "longer than max_event_bytes = 65536 bytes" in body["error"]["message"]
+    assert body["output"][0]["content"][0]["text"] == "so far"
+    assert gw.fake.chat_requests[0].disconnected.wait(10)
+
+
+def test_endless_upstream_line_mid_stream_is_response_failed(gw):
+    gw.fake.script(endless_line_reply([chunk({"content": "so far"})]))
+    events = gw.stream({"model": "agent:tight", "input": "x"})
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    failed = events[-1]["response"]
+    assert failed["error"]["code"] == "upstream_bad_response"
+    assert "sent a line of its event stream longer than max_event_bytes = 65536 bytes" in failed["error"]["message"]
+    assert failed["output"][0]["content"][0]["text"] == "so far"
+
+
+@pytest.mark.parametrize(("header", "expected"), HOSTILE_RETRY_AFTER, ids=[h for h, _ in HOSTILE_RETRY_AFTER])
+def test_upstream_429_with_a_hostile_retry_after_is_a_429_with_a_finite_one(gw, header, expected):
+    gw.fake.script(*[error_reply(429, "Quota exceeded", type="rate_limit_error",
+                                 retry_after=finite_retry_after(header))] * 3)
+    resp = gw.post({"input": "x"})
+    assert resp.status_code == 429 and resp.json()["error"]["code"] == "upstream_rate_limited"
+    shown = resp.headers["retry-after"]
+    assert shown == expected if expected else 3500 < int(shown) <= 3600

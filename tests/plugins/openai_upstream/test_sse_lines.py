@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import random
 
-from plugins.openai_upstream.sse import LineSplitter
+import pytest
+
+from plugins.openai_upstream.sse import LineSplitter, SseLimitError, SseParser
 
 
 def split_all(pieces: list[bytes]) -> list[str]:
@@ -34,3 +36,51 @@ def test_any_read_boundaries_give_the_same_lines():
         cuts = sorted(rng.sample(range(1, len(body)), rng.randint(1, 8)))
         pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
         assert split_all(pieces) == expected, pieces
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_an_endless_line_never_holds_more_than_the_cap():
+    cap = 64 * 1024
+    splitter = LineSplitter(cap)
+    held: list[int] = []
+    with pytest.raises(SseLimitError) as info:
+        for _ in range(10_000):  # 640 MiB if nothing stopped it
+            splitter.feed(b"x" * 4096)
+            held.append(splitter.held)
+    assert max(held) <= cap and len(held) == cap // 4096  # the next piece was refused, not held
+    assert (info.value.what, info.value.limit) == ("a line", cap)
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+def test_a_line_of_exactly_the_cap_passes_one_byte_more_fails(line_end):
+    cap = 1024
+    assert split_all_capped([b"a" * cap + line_end], cap) == ["a" * cap]
+    # The same across read boundaries, with the line already held.
+    assert split_all_capped([b"a" * 1000, b"a" * 24 + line_end + b"b"], cap) == ["a" * cap, "b"]
+    with pytest.raises(SseLimitError):
+        split_all_capped([b"a" * (cap + 1) + line_end], cap)  # a whole long line inside one read
+    with pytest.raises(SseLimitError):
+        split_all_capped([b"a" * 1000, b"a" * 25 + line_end], cap)
+
+
+def test_an_event_of_many_short_data_lines_is_capped():
+    parser = SseParser(max_event=1000)
+    with pytest.raises(SseLimitError) as info:
+        for _ in range(10_000):
+            assert parser.feed("data: " + "y" * 99) is None  # no blank line ever dispatches
+    assert info.value.what == "an event"
+    # Dispatching resets the count: many events of fair size pass.
+    parser = SseParser(max_event=1000)
+    for _ in range(100):
+        parser.feed("data: " + "y" * 900)
+        assert parser.feed("") is not None
+
+
+def split_all_capped(pieces: list[bytes], cap: int) -> list[str]:
+    splitter = LineSplitter(cap)
+    lines: list[str] = []
+    for piece in pieces:
+        lines.extend(splitter.feed(piece))
+    return lines + splitter.flush()
