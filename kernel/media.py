@@ -23,6 +23,7 @@ import io
 import mimetypes
 import posixpath
 import re
+import time
 import urllib.parse
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
@@ -53,6 +54,10 @@ class MediaLimits(BaseModel):
     file_mime_types: list[str] = ["text/plain", "text/markdown", "text/html", "text/csv", "application/json", PDF]
     max_file_bytes: PositiveInt = 5 * MiB
     max_file_chars: PositiveInt = 200_000
+    # A small PDF can declare thousands of (empty or compressed) pages: the page count and
+    # the extraction time are bounded so one upload cannot hold a worker thread for long.
+    max_pdf_pages: PositiveInt = 1000
+    max_pdf_seconds: PositiveFloat = 20.0
     max_total_bytes: PositiveInt = 50 * MiB  # all decoded media of one request together
     allowed_hosts: list[str] = []  # fetchable even though private (e.g. 127.0.0.1 in tests)
     fetch_timeout_seconds: PositiveFloat = 10.0
@@ -207,15 +212,15 @@ class MediaLoader:
                            param=param, code="media_type_mismatch")
         self._charge(len(data), param)
         if media_type == PDF:
-            text, total = await asyncio.to_thread(_pdf_text, data, limits.max_file_chars, param)
+            text, total = await asyncio.to_thread(_pdf_text, data, limits, param)
         else:
             text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
             total = len(text)
-        if len(text) > limits.max_file_chars:
+        if total is None or len(text) > limits.max_file_chars:  # None: PDF extraction stopped early
             text = text[: limits.max_file_chars]
             count = f"{total:,} characters" if total is not None else "more text"
             text += (f"\n\n[truncated: the file has {count}; only the first "
-                     f"{limits.max_file_chars:,} characters are included]")
+                     f"{len(text):,} characters are included]")
         return FilePart(filename=name, media_type=media_type, text=text)
 
     # ------------------------------------------------------------------ helpers
@@ -300,10 +305,14 @@ class MediaLoader:
                        "a data:<media type>;base64,... URL", param=param, code="unsupported_media_type")
 
 
-def _pdf_text(data: bytes, max_chars: int, param: str) -> tuple[str, int | None]:
-    """Extract a PDF's text (stopping once past ``max_chars``); returns (text, total
-    length or None when extraction stopped early). Runs in a worker thread."""
+def _pdf_text(data: bytes, limits: MediaLimits, param: str) -> tuple[str, int | None]:
+    """Extract a PDF's text (stopping once past ``max_file_chars`` or ``max_pdf_seconds``);
+    returns (text, total length or None when extraction stopped early). Runs in a worker
+    thread; more than ``max_pdf_pages`` pages is a 400."""
     from pypdf import PdfReader  # imported lazily: only PDF uploads pay for it
+
+    max_chars = limits.max_file_chars
+    stop_at = time.monotonic() + limits.max_pdf_seconds
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -315,11 +324,15 @@ def _pdf_text(data: bytes, max_chars: int, param: str) -> tuple[str, int | None]
             if not opened:
                 raise ApiError(400, "the PDF is password-protected; send an unencrypted PDF",
                                param=param, code="invalid_pdf")
+        count = len(reader.pages)
+        if count > limits.max_pdf_pages:
+            raise ApiError(400, f"the PDF has {count} pages, over the {limits.max_pdf_pages}-page limit "
+                           "(max_pdf_pages)", param=param, code="invalid_pdf")
         pages: list[str] = []
         length = 0
         complete = True
         for page in reader.pages:
-            if length > max_chars:
+            if length > max_chars or (pages and time.monotonic() > stop_at):
                 complete = False
                 break
             text = page.extract_text() or ""

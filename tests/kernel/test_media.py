@@ -372,3 +372,19 @@ async def test_file_fetched_from_a_loopback_url() -> None:
         assert "Fetched PDF text" in report.text
         assert (await api_error(media.file(file_url=f"{base}/big.txt", param="p"))).code == "file_too_large"
         assert (await api_error(media.file(file_url="file:///etc/passwd", param="p"))).code == "media_fetch_failed"
+
+
+async def test_a_pdf_with_more_pages_than_the_limit_is_a_400_naming_the_limit() -> None:
+    pdf = pdf_bytes(["" for _ in range(12)])  # many empty pages: the text cap never stops it
+    err = await api_error(loader(max_pdf_pages=10).file(file_data=b64(pdf), filename="many.pdf", param="p"))
+    assert err.param == "p" and "12 pages" in err.message and "max_pdf_pages" in err.message
+    ok = await loader(max_pdf_pages=12).file(file_data=b64(pdf), filename="many.pdf", param="p")
+    assert ok.media_type == "application/pdf"
+
+
+async def test_pdf_extraction_stops_at_its_time_budget_and_says_it_was_cut() -> None:
+    pdf = pdf_bytes([f"Page {i}" for i in range(40)])
+    part = await loader(max_pdf_seconds=1e-9).file(file_data=b64(pdf), filename="slow.pdf", param="p")
+    # Only the first page is read before the budget is seen to be spent.
+    assert "Page 0" in part.text and "Page 39" not in part.text
+    assert "[truncated: the file has more text" in part.text
