@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from testsupport.spec import assert_valid
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -23,7 +22,7 @@ from kernel.testing import AUTH_HEADERS, build_app, default_config, merge, serve
 
 from .conftest import TERMINAL, Server, check_events, wait_for
 from .stored_support import OTHER_HEADERS, STORED_CONFIG, Probe, ProbePlugin, stored_app
-from .ws_support import Socket, text_of, ws_url
+from .ws_support import Socket, text_of
 
 WS_CONFIG = merge(STORED_CONFIG, {
     "plugins": {"openresponses": {"max_body_bytes": 50_000}},
@@ -353,6 +352,7 @@ def test_http_refuses_a_tool_output_that_answers_no_call(srv: Server) -> None:
     assert ok.status_code == 200, ok.text
 
 
-def test_ws_url_helper_is_the_http_path() -> None:
-    assert ws_url("http://127.0.0.1:1") == "ws://127.0.0.1:1/v1/responses"
-    assert httpx.URL(ws_url("http://h:2")).path == "/v1/responses"
+def test_the_server_pings_websockets() -> None:
+    from kernel.serve import WEBSOCKET_PING_SECONDS, hypercorn_config
+
+    assert hypercorn_config("127.0.0.1", 1, 1.0).websocket_ping_interval == WEBSOCKET_PING_SECONDS > 0
