@@ -16,10 +16,6 @@ from kernel.auth import is_loopback_host
 
 log = logging.getLogger("kernel")
 
-# Server pings on every WebSocket, so idle sockets (a Codex session between turns)
-# survive proxies and NATs that drop silent connections.
-WEBSOCKET_PING_SECONDS = 20.0
-
 
 class UnsafeBindError(Exception):
     """Binding a non-loopback address without a configured secret."""
@@ -44,7 +40,6 @@ def hypercorn_config(host: str, port: int, grace: float) -> HypercornConfig:
     # formatted like the kernel's, instead of through a second stderr handler.
     cfg.errorlog = logging.getLogger("hypercorn.error")
     cfg.keep_alive_timeout = 75
-    cfg.websocket_ping_interval = WEBSOCKET_PING_SECONDS
     return cfg
 
 
