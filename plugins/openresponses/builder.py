@@ -170,6 +170,15 @@ class ResponseBuilder:
                 event = TextDelta("".join(texts))
             self.feed(event)
 
+    def complete_without_output(self) -> None:
+        """End as ``completed`` with no output and no run (a WebSocket ``generate: false`` warmup)."""
+        if self.done:
+            return
+        self.start()
+        self.status = "completed"
+        self.completed_at = int(time.time())
+        self._terminal("response.completed")
+
     def resource(self) -> dict[str, Any]:
         """The ``ResponseResource`` as it stands now (final once :attr:`done`)."""
         return r.response_resource(
@@ -296,8 +305,11 @@ class ResponseBuilder:
         self._close_all("incomplete")
         self.status = "failed"
         self.error = error
-        self._emit({"type": "error", "error": {"type": error.type, "code": error.code, "message": error.message,
-                                               "param": error.param}})
+        # "status" and a string "code" make the one error event valid both as the SSE
+        # ErrorStreamingEvent and as the WebSocketErrorEvent, so both transports send the same bytes.
+        self._emit({"type": "error", "status": error.status,
+                    "error": {"type": error.type, "code": error.code or "server_error", "message": error.message,
+                              "param": error.param}})
         self._terminal("response.failed")
 
     def _terminal(self, kind: str) -> None:

@@ -83,8 +83,13 @@ def model_input(items: list[Item], system_messages: list[SystemMessage]) -> list
     ``instructions`` are not kept (a chained request's own apply), but system and
     developer messages were input, so they come along as system notes, first.
     """
-    notes = [Message(role="system", parts=[TextPart(text)]) for _, text in system_messages if text]
-    return [item_to_dict(item) for item in [*notes, *items]]
+    return [item_to_dict(item) for item in model_view(items, system_messages)]
+
+
+def model_view(items: list[Item], system_messages: list[SystemMessage]) -> list[Item]:
+    """This response's own input as kernel items: system/developer messages as notes, first."""
+    notes: list[Item] = [Message(role="system", parts=[TextPart(text)]) for _, text in system_messages if text]
+    return [*notes, *items]
 
 
 def output_to_items(output: list[dict[str, Any]]) -> list[Item]:

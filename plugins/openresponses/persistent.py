@@ -130,8 +130,8 @@ class PersistentResponses(StoredResponses):
 
     # ------------------------------------------------------------------ recording
 
-    async def track(self, builder: ResponseBuilder, run: Run, request: ParsedRequest, input_items: list[Item],
-                    principal: str | None) -> None:
+    async def track(self, builder: ResponseBuilder, run: Run | None, request: ParsedRequest,
+                    input_items: list[Item], principal: str | None) -> None:
         owner = owner_of(principal)
         params = builder.params
         visible_early = request.stream or request.background  # the id is out with response.created
@@ -151,6 +151,8 @@ class PersistentResponses(StoredResponses):
             # A tombstone, so chaining onto it gets a clear 400; not awaited.
             self.writer.submit(record, deferrable=True)
             return
+        if run is None:
+            raise ValueError("a streamed or background response needs its run to be followed")
         builder.record_events = True
         record.resource = {**builder.resource(), "status": record.status}
         written = await self.writer.submit(record)  # the event log's rows need it

@@ -1,5 +1,5 @@
-"""The Blueprint: ``POST /v1/responses``, ``POST /v1/responses/compact`` and, with a
-response store, ``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``
+"""The Blueprint: ``POST /v1/responses`` (and WebSocket mode on that path), ``POST /v1/responses/compact``
+and, with a response store, ``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``
 and ``POST /v1/responses/{id}/cancel``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from plugins.openresponses.persistent import PersistentResponses
 from plugins.openresponses.retrieval import Retrieval
 from plugins.openresponses.service import ResponsesService
 from plugins.openresponses.settings import OpenResponsesSettings
+from plugins.openresponses.websocket import add_websocket
 
 if TYPE_CHECKING:
     from kernel.runtime import Kernel
@@ -29,6 +30,8 @@ def blueprint(kernel: Kernel, settings: OpenResponsesSettings, service: Response
     @bp.post("/v1/responses/compact")
     async def compact_response() -> Response:
         return await svc.compact()
+
+    add_websocket(bp, svc)
 
     if isinstance(svc.stored, PersistentResponses):
         _add_retrieval(bp, Retrieval(svc.stored, settings))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, request
 
-from kernel import ApiError, Item, Message, RunError, TextPart, ToolChoice, Turn
+from kernel import ApiError, Item, Message, RunError, TextPart, ToolCall, ToolChoice, ToolResult, Turn
 from kernel.agents import MODEL_PREFIXES
 from kernel.http import read_json
 from kernel.media import MediaLoader
@@ -17,8 +19,9 @@ from kernel.streaming import sse_response
 from plugins.openresponses import compact as c
 from plugins.openresponses import resource as r
 from plugins.openresponses.builder import ResponseBuilder
+from plugins.openresponses.item_views import model_view
 from plugins.openresponses.items import Draft, resolve_items
-from plugins.openresponses.request import build_turn, parse_compact_body, parse_create_body
+from plugins.openresponses.request import ParsedRequest, build_turn, parse_compact_body, parse_create_body
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.stored import StoredResponses
 from plugins.openresponses.stream import EventFollower, drive, encode_json, sse_chunks
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("plugins.openresponses")
 
 SURFACE = "responses"
+# previous_response_id -> the model's view of that chain (raises ApiError when unknown).
+PreviousLookup = Callable[[str], Awaitable[list[Item]]]
 
 
 class ResponsesService:
@@ -46,9 +51,6 @@ class ResponsesService:
     async def create(self) -> Response:
         """Create a response: JSON once the run ends, or an SSE stream of its events."""
         parsed = parse_create_body(await read_json(self.settings.max_body_bytes))
-        model = parsed.params.model
-        agent = self.kernel.agents.resolve(model, request.headers)
-        principal = g.principal
         if parsed.background and not self.stored.supports_background:
             raise ApiError(400, "background responses need a response store, and this server stores none; "
                            "send background: false", param="background", code="unsupported_parameter")
@@ -56,27 +58,70 @@ class ResponsesService:
             raise ApiError(400, "background responses must be stored so they can be polled and cancelled; "
                            "send store: true (the default) or background: false", param="background",
                            code="invalid_value")
-        session_key = requested_session_key(request.headers, agent=agent.name, surface=SURFACE, user=parsed.user)
+        principal = g.principal
+        prepared = await self.prepare(parsed, request.headers, principal)
+        background = parsed.background
+        started = await self.launch(prepared, principal, record=True)
+        builder, run = started.builder, started.run
+        if started.follower is not None:
+            # A background run outlives its stream: a client that leaves may resume with GET.
+            return sse_response(sse_chunks(started.follower, before_done=lambda: self.stored.settle(builder)),
+                                on_disconnect=None if background else run.cancel,
+                                keepalive=self.settings.keepalive_seconds)
+        if background:
+            # A background request is answered at once, with the response as created (queued).
+            return _json(started.accepted or builder.resource(), 200, {})
+        await wait_or_cancel(run)
+        if not builder.record_events:
+            builder.feed_many(run.events_log)  # nobody watched: build the items in one pass
+        await self.stored.settle(builder)
+        return _json(builder.resource(), *http_status(builder))
+
+    # ------------------------------------------------------------------ the create path, per transport
+
+    async def prepare(self, parsed: ParsedRequest, headers: Mapping[str, str], principal: str | None, *,
+                      previous: PreviousLookup | None = None) -> Prepared:
+        """Route, load the chain and the media, and build the turn: everything before a run starts.
+
+        ``previous`` looks up ``previous_response_id`` (a WebSocket consults its
+        connection's cache first); by default the store does.
+        """
+        model = parsed.params.model
+        agent = self.kernel.agents.resolve(model, headers)
+        session_key = requested_session_key(headers, agent=agent.name, surface=SURFACE, user=parsed.user)
         history: list[Item] = []
-        if parsed.params.previous_response_id is not None:
-            history = await self.stored.previous_items(parsed.params.previous_response_id, principal)
+        previous_id = parsed.params.previous_response_id
+        if previous_id is not None:
+            history = await (previous or self._stored_previous(principal))(previous_id)
         items = await self._resolve(parsed.items, parsed.needs_resolution, principal)
+        if session_key is None:
+            # With a session the transcript (loaded when the run starts) may hold the call.
+            check_tool_outputs(history, items, parsed.raw_input)
         turn = build_turn(parsed, items, agent=agent.name, history=history, session_key=session_key)
         if model and not self._names_agent(model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
+        parsed.params.store = parsed.params.store and self.stored.persists
+        parsed.params.settle(turn, model=model or f"agent:{agent.name}")
+        chain = [*history, *model_view(items, parsed.system_messages)]
+        return Prepared(parsed=parsed, turn=turn, items=items, chain=chain)
+
+    async def launch(self, prepared: Prepared, principal: str | None, *, record: bool) -> Started:
+        """Start the run and its builder; ``record=False`` keeps the response out of the store.
+
+        The builder's events are what every transport encodes (SSE chunks, WebSocket
+        messages); the store, when recording, is one more listener of the same events.
+        """
+        parsed = prepared.parsed
         background = parsed.background
-        run = self.kernel.runs.start(turn, background=background, principal=principal,
+        run = self.kernel.runs.start(prepared.turn, background=background, principal=principal,
                                      timeout=self.settings.run_timeout_seconds)
         try:
-            params = parsed.params
-            params.store = params.store and self.stored.persists
-            params.settle(turn, model=model or f"agent:{agent.name}")
-            builder = ResponseBuilder(params, created_at=int(run.created_at), record_events=parsed.stream)
-            await self.stored.track(builder, run, parsed, items, principal)
+            builder = ResponseBuilder(parsed.params, created_at=int(run.created_at), record_events=parsed.stream)
+            if record:
+                await self.stored.track(builder, run, parsed, prepared.items, principal)
             follower = EventFollower(builder) if parsed.stream else None
             builder.start(queued=background)
-            # A background request is answered at once, with the response as created (queued).
             accepted = builder.resource() if background and not parsed.stream else None
             if builder.record_events:
                 # Live: a stream (or a store) follows events as they happen; drive() first
@@ -85,18 +130,13 @@ class ResponsesService:
         except BaseException:
             run.cancel()  # nobody will ever read this run
             raise
-        if follower is not None:
-            # A background run outlives its stream: a client that leaves may resume with GET.
-            return sse_response(sse_chunks(follower, before_done=lambda: self.stored.settle(builder)),
-                                on_disconnect=None if background else run.cancel,
-                                keepalive=self.settings.keepalive_seconds)
-        if accepted is not None:
-            return _json(accepted, 200, {})
-        await wait_or_cancel(run)
-        if not builder.record_events:
-            builder.feed_many(run.events_log)  # nobody watched: build the items in one pass
-        await self.stored.settle(builder)
-        return _json(builder.resource(), *http_status(builder))
+        return Started(builder=builder, run=run, follower=follower, accepted=accepted)
+
+    def _stored_previous(self, principal: str | None) -> PreviousLookup:
+        async def lookup(response_id: str) -> list[Item]:
+            return await self.stored.previous_items(response_id, principal)
+
+        return lookup
 
     # ------------------------------------------------------------------ POST /v1/responses/compact
 
@@ -145,6 +185,54 @@ class ResponsesService:
 
     def _names_agent(self, model: str) -> bool:
         return model.startswith(MODEL_PREFIXES) or model in self.kernel.agents
+
+
+@dataclass
+class Prepared:
+    """A create request ready to run: its turn, the client's items and the chain it extends."""
+
+    parsed: ParsedRequest
+    turn: Turn
+    # The client's items as the model sees them (media loaded, references resolved).
+    items: list[Item]
+    # The model's view of everything before the output: the previous chain, then this input
+    # (what a transport caching this response replays for the next turn).
+    chain: list[Item]
+
+
+@dataclass
+class Started:
+    """A launched response: the builder every transport encodes from, and its run."""
+
+    builder: ResponseBuilder
+    run: Run
+    follower: EventFollower | None
+    accepted: dict[str, Any] | None
+
+
+def check_tool_outputs(history: list[Item], items: list[Item], raw_input: Any) -> None:
+    """Every ``function_call_output`` must answer a ``function_call`` earlier in its chain.
+
+    The chain is the previous response's items, then this input; an answer to a call
+    nobody made is the client's mistake (often a stale or evicted previous_response_id).
+    """
+    calls = {item.call_id for item in history if isinstance(item, ToolCall)}
+    for item in items:
+        if isinstance(item, ToolCall):
+            calls.add(item.call_id)
+        elif isinstance(item, ToolResult) and item.call_id not in calls:
+            raise ApiError(400, f"function_call_output call_id {item.call_id!r} answers no function_call in this "
+                           "input or in the chain it continues (previous_response_id); send the matching "
+                           "function_call, or continue from the response that made it",
+                           param=_call_id_param(raw_input, item.call_id), code="invalid_value")
+
+
+def _call_id_param(raw_input: Any, call_id: str) -> str:
+    if isinstance(raw_input, list):
+        for index, raw in enumerate(raw_input):
+            if isinstance(raw, dict) and raw.get("type") == "function_call_output" and raw.get("call_id") == call_id:
+                return f"input[{index}].call_id"
+    return "input"
 
 
 async def wait_or_cancel(run: Run) -> RunResult:

@@ -27,6 +27,13 @@ class OpenResponsesSettings(BaseModel):
     # Seconds of silence on a stream before a ": ping" comment keeps proxies from closing it.
     keepalive_seconds: float = Field(15.0, gt=0)
 
+    # ---- WebSocket mode (GET /v1/responses with an upgrade)
+    # A connection is closed after this long (the spec's 60 minutes): the client gets an
+    # error event with code websocket_connection_limit_reached, then a clean close.
+    websocket_max_connection_seconds: float = Field(3600.0, gt=0)
+    # A connection with no turn running and no message for this long is closed.
+    websocket_idle_timeout_seconds: float = Field(600.0, gt=0)
+
     # ---- stored responses
     # How long stored responses are kept ("30d", "12h", ...; "0" or "none": forever).
     retention: str = "30d"

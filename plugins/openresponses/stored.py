@@ -40,9 +40,12 @@ class StoredResponses:
         """An item of a stored response, for ``item_reference`` inputs; None when unknown."""
         return None
 
-    async def track(self, builder: ResponseBuilder, run: Run, request: ParsedRequest, input_items: list[Item],
-                    principal: str | None) -> None:
+    async def track(self, builder: ResponseBuilder, run: Run | None, request: ParsedRequest,
+                    input_items: list[Item], principal: str | None) -> None:
         """Awaited once per created response, after its run started and before its first event.
+
+        ``run`` is None for a response no run produces (a WebSocket ``generate: false``
+        warmup); such a request is never streamed, so it is recorded at :meth:`settle`.
 
         ``input_items`` are the client's items as the model sees them (media loaded,
         references resolved); ``request.raw_input`` is the body's ``input`` as sent.
