@@ -27,6 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from plugins.openai_upstream.body import ACCEPT_ENCODING
@@ -44,12 +45,18 @@ class ProxyConfigError(ValueError):
 class ClientSetup:
     """Everything one provider's sessions are built from (read once)."""
 
-    headers: dict[str, str]
+    # Sent per request, never as the session's default headers: aiohttp 3.14 copies a
+    # session-level Authorization into the Proxy-Authorization of the request (or
+    # CONNECT) it sends a proxy, which would hand the upstream key to the proxy.
+    headers: CIMultiDict[str]
     timeout: aiohttp.ClientTimeout
     ssl_context: ssl.SSLContext
     limit: int
     proxy: URL | None = None
-    proxy_auth: aiohttp.BasicAuth | None = None
+    # Proxy-Authorization from the proxy URL's user:password, when it has one: on the
+    # CONNECT request for an https upstream, in each request's headers for http
+    # (aiohttp sends proxy_headers only on CONNECT, and its proxy_auth is deprecated).
+    proxy_headers: dict[str, str] | None = None
 
     def session(self) -> aiohttp.ClientSession:
         """A new session (on the running loop) with its own connection pool."""
@@ -60,7 +67,7 @@ class ClientSetup:
             resolver=aiohttp.ThreadedResolver(),
         )
         return aiohttp.ClientSession(
-            connector=connector, headers=self.headers, timeout=self.timeout,
+            connector=connector, timeout=self.timeout,
             auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
             read_bufsize=READ_BUFSIZE, raise_for_status=False,
         )
@@ -91,8 +98,12 @@ def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetu
         sock_read=opts.read_timeout,
     )
     proxy, proxy_auth = env_proxy(url)
-    return ClientSetup(headers=headers, timeout=timeout, ssl_context=trust_store(),
-                       limit=opts.max_concurrency, proxy=proxy, proxy_auth=proxy_auth)
+    auth = None if proxy_auth is None else {"Proxy-Authorization": proxy_auth.encode()}
+    tunnelled = URL(url).scheme == "https"
+    if auth is not None and not tunnelled:
+        headers.update(auth)
+    return ClientSetup(headers=CIMultiDict(headers), timeout=timeout, ssl_context=trust_store(),
+                       limit=opts.max_concurrency, proxy=proxy, proxy_headers=auth if tunnelled else None)
 
 
 def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:

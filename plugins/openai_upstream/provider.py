@@ -140,15 +140,16 @@ class UpstreamProvider:
         opts = self.options
         loop = asyncio.get_running_loop()
         assert self._setup is not None
-        proxy, proxy_auth = self._setup.proxy, self._setup.proxy_auth
+        setup = self._setup
         attempt = 0
         while True:
             retry_after: float | None = None
             try:
                 async with asyncio.timeout_at(deadline):
                     # No redirects (httpx followed none either: a 3xx is an error answer).
-                    response = await session.post(self.url, data=content, allow_redirects=False,
-                                                  proxy=proxy, proxy_auth=proxy_auth)
+                    response = await session.post(
+                        self.url, data=content, allow_redirects=False, headers=setup.headers,
+                        proxy=setup.proxy, proxy_headers=setup.proxy_headers)
             # aiohttp's timeouts are TimeoutError subclasses: they go before total_timeout's.
             except aiohttp.ConnectionTimeoutError:
                 failure = timeout_error(self.label, f"could not connect within connect_timeout = "
