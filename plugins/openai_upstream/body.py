@@ -1,10 +1,12 @@
 """Decoding an upstream body's ``Content-Encoding`` in bounded steps.
 
-httpx decompresses each network read in one go, so a small gzip read can expand a
-thousandfold (a "decompression bomb") before any size check sees it. The provider
-reads the raw bytes instead and decodes them here, at most ``step`` bytes at a time,
-so every later limit (the line cap, the body caps) applies to what is really held.
-Only ``gzip`` and ``deflate`` are offered to the upstream (``ACCEPT_ENCODING``).
+An HTTP client that decompresses each network read in one go (httpx does; aiohttp
+bounds its steps only since 3.13.3) lets a small gzip read expand a thousandfold (a
+"decompression bomb") before any size check sees it. The provider's client decodes
+nothing (``auto_decompress=False``): it reads the raw bytes and decodes them here, at
+most ``step`` bytes at a time, so every later limit (the line cap, the body caps)
+applies to what is really held, whatever the client version. Only ``gzip`` and
+``deflate`` are offered to the upstream (``ACCEPT_ENCODING``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class BodyDecoder:
         self._z: zlib._Decompress | None = None
         if codings:
             self._z = zlib.decompressobj(zlib.MAX_WBITS if self._deflate else 16 + zlib.MAX_WBITS)
+
+    @property
+    def identity(self) -> bool:
+        """The body is not encoded: :meth:`decode` passes every piece through."""
+        return self._z is None
 
     def decode(self, data: bytes) -> Iterator[bytes]:
         """The decoded pieces of ``data``; raises ``zlib.error`` for a corrupt body."""

@@ -10,7 +10,6 @@ cancellation, so a connection is never left dangling.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import zlib
@@ -18,10 +17,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 
 from kernel import Finished, ProviderError, RunError, RunEvent, Turn
 from plugins.openai_upstream.body import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
+from plugins.openai_upstream.client import ClientSetup, client_setup, describe_error
 from plugins.openai_upstream.decode import ChunkDecoder, UpstreamFormatError
 from plugins.openai_upstream.faults import (
     RETRYABLE_STATUSES,
@@ -32,6 +32,7 @@ from plugins.openai_upstream.faults import (
     timeout_error,
     upstream_error_detail,
 )
+from plugins.openai_upstream.jsonio import dumps, loads
 from plugins.openai_upstream.request import build_body
 from plugins.openai_upstream.settings import UpstreamOptions
 from plugins.openai_upstream.sse import LineSplitter, SseEvent, SseLimitError, SseParser
@@ -55,8 +56,8 @@ class UpstreamProvider:
         self.accepts_images = options.accepts_images
         self.label = f"provider {name!r} ({options.host})"
         self.url = f"{options.base_url}/chat/completions"
-        self._parsed_url = httpx.URL(self.url)  # parsed once: httpx would parse the string per request
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._setup: ClientSetup | None = None
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -68,36 +69,23 @@ class UpstreamProvider:
 
     async def aclose(self) -> None:
         """Close the HTTP client and its pooled connections."""
-        client, self._client, self._loop = self._client, None, None
-        if client is not None:
-            await client.aclose()
+        session, self._session, self._loop = self._session, None, None
+        if session is not None:
+            await session.close()
 
-    def _resources(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        # The client and the semaphore belong to one event loop; an app served again
+    def _resources(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        # The session and the semaphore belong to one event loop; an app served again
         # on a new loop (tests do this) gets fresh ones.
         loop = asyncio.get_running_loop()
-        if self._client is None or self._slots is None or self._loop is not loop:
-            opts = self.options
-            # Only the encodings BodyDecoder decodes in bounded steps (httpx would also
-            # offer br/zstd when their packages happen to be installed).
-            headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream", "Accept-Encoding": ACCEPT_ENCODING}
-            if opts.api_key is not None:
-                headers["Authorization"] = f"Bearer {opts.api_key.get_secret_value()}"
-            headers.update(opts.headers)
-            # Every request is a JSON POST; set here (replacing any configured
-            # Content-Type, as a per-request header would) rather than merged per request.
-            client_headers = httpx.Headers(headers)
-            client_headers["Content-Type"] = "application/json"
-            self._client = httpx.AsyncClient(
-                headers=client_headers,
-                timeout=httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
-                                      write=opts.read_timeout, pool=opts.connect_timeout),
-                limits=httpx.Limits(max_connections=opts.max_concurrency,
-                                    max_keepalive_connections=opts.max_concurrency),
-            )
-            self._slots = asyncio.Semaphore(opts.max_concurrency)
+        if self._session is None or self._slots is None or self._loop is not loop:
+            if self._setup is None:
+                # Proxy, trust store and headers come from the settings and the
+                # environment, read once (as httpx read them once per client).
+                self._setup = client_setup(self.options, self.url, USER_AGENT)
+            self._session = self._setup.session()
+            self._slots = asyncio.Semaphore(self.options.max_concurrency)
             self._loop = loop
-        return self._client, self._slots
+        return self._session, self._slots
 
     # ------------------------------------------------------------------ streaming
 
@@ -109,16 +97,16 @@ class UpstreamProvider:
                 f"{self.label}: no upstream model to ask for; set model in this [providers] table, "
                 "the agent's model, or send a model name", code="model_not_configured", status=500,
             ))
-        client, slots = self._resources()
+        session, slots = self._resources()
         deadline = self._deadline()
         decoder = ChunkDecoder()
         async with self._slot(slots, deadline):
-            response = await self._open(client, json.dumps(body).encode(), deadline)
+            response = await self._open(session, dumps(body), deadline)
             try:
                 async for ev in self._read(response, decoder, deadline):
                     yield ev
             finally:
-                await response.aclose()
+                _finish(response)
         for ev in decoder.close_calls():
             yield ev
         if decoder.usage is not None:
@@ -146,32 +134,38 @@ class UpstreamProvider:
 
     # ------------------------------------------------------------------ opening, with retries
 
-    async def _open(self, client: httpx.AsyncClient, content: bytes, deadline: float | None) -> httpx.Response:
+    async def _open(self, session: aiohttp.ClientSession, content: bytes,
+                    deadline: float | None) -> aiohttp.ClientResponse:
         """A response with a 2xx status whose body has not been read yet."""
         opts = self.options
         loop = asyncio.get_running_loop()
+        assert self._setup is not None
+        setup = self._setup
         attempt = 0
         while True:
             retry_after: float | None = None
-            request = client.build_request("POST", self._parsed_url, content=content)
             try:
                 async with asyncio.timeout_at(deadline):
-                    response = await client.send(request, stream=True)
-            except TimeoutError:
-                raise ProviderError(self._total_timeout("waiting for the response")) from None
-            except httpx.ConnectTimeout:
+                    # No redirects (httpx followed none either: a 3xx is an error answer).
+                    response = await session.post(
+                        self.url, data=content, allow_redirects=False, headers=setup.headers,
+                        proxy=setup.proxy, proxy_headers=setup.proxy_headers)
+            # aiohttp's timeouts are TimeoutError subclasses: they go before total_timeout's.
+            except aiohttp.ConnectionTimeoutError:
                 failure = timeout_error(self.label, f"could not connect within connect_timeout = "
                                                     f"{opts.connect_timeout:g}s")
-            except httpx.TimeoutException:
+            except aiohttp.ServerTimeoutError:
                 raise ProviderError(timeout_error(
                     self.label, f"sent no response within read_timeout = {opts.read_timeout:g}s",
                 )) from None
-            except httpx.TransportError as exc:
-                failure = connection_error(self.label, f"request failed before a response: {_describe(exc)}")
+            except TimeoutError:
+                raise ProviderError(self._total_timeout("waiting for the response")) from None
+            except (aiohttp.ClientError, OSError) as exc:
+                failure = connection_error(self.label, f"request failed before a response: {describe_error(exc)}")
             else:
-                if response.is_success:
+                if 200 <= response.status < 300:
                     return response
-                status = response.status_code
+                status = response.status
                 error_body = await self._error_body(response, deadline)
                 retry_after = retry_after_seconds(response.headers)
                 failure = http_status_error(self.label, status, error_body, retry_after)
@@ -197,7 +191,7 @@ class UpstreamProvider:
         ceiling = min(opts.backoff_max, opts.backoff_initial * (2 ** attempt))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _error_body(self, response: httpx.Response, deadline: float | None) -> bytes:
+    async def _error_body(self, response: aiohttp.ClientResponse, deadline: float | None) -> bytes:
         """Up to 64 KiB of an error answer's (decoded) body, then the response is closed."""
         chunks: list[bytes] = []
         size = 0
@@ -208,15 +202,15 @@ class UpstreamProvider:
                     size += len(piece)
                     if size >= MAX_ERROR_BODY:
                         break
-        except (TimeoutError, httpx.HTTPError, zlib.error, UnsupportedEncoding):
+        except (TimeoutError, aiohttp.ClientError, OSError, zlib.error, UnsupportedEncoding):
             pass  # the status alone still says what happened
         finally:
-            await response.aclose()
+            response.close()  # not read to its end: the connection is not reusable
         return b"".join(chunks)[:MAX_ERROR_BODY]
 
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, response: httpx.Response, decoder: ChunkDecoder,
+    async def _read(self, response: aiohttp.ClientResponse, decoder: ChunkDecoder,
                     deadline: float | None) -> AsyncIterator[RunEvent]:
         content_type = response.headers.get("content-type", "")
         if "json" in content_type and "event-stream" not in content_type:
@@ -267,7 +261,7 @@ class UpstreamProvider:
             "upstream really sends such events",
         ))
 
-    def _pieces(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    def _pieces(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
             return _decoded(response)
         except UnsupportedEncoding as exc:
@@ -278,7 +272,7 @@ class UpstreamProvider:
     def _decode(self, sse: SseEvent, data: str, decoder: ChunkDecoder) -> list[RunEvent]:
         """One SSE event's chunk as run events; a malformed or error chunk fails the run."""
         try:
-            chunk: Any = json.loads(data)
+            chunk: Any = loads(data)
         except ValueError as exc:
             raise ProviderError(bad_response(
                 self.label, f"sent a malformed stream chunk after {decoder.chunks} good chunk(s) (not JSON: {exc})",
@@ -299,23 +293,26 @@ class UpstreamProvider:
         """The body's next bytes (``None`` at its end); transport faults become run errors."""
         try:
             if deadline is not None and deadline - asyncio.get_running_loop().time() < self.options.read_timeout:
-                # Only near the end can total_timeout expire before httpx's read timeout
-                # would; arming a timer per read before that would be wasted work.
+                # Only near the end can total_timeout expire before aiohttp's read
+                # timeout (sock_read) would; arming a timer per read before that would
+                # be wasted work.
                 async with asyncio.timeout_at(deadline):
                     return await anext(pieces)
             return await anext(pieces)
         except StopAsyncIteration:
             return None
-        except TimeoutError:
-            raise ProviderError(self._total_timeout(f"streaming (after {decoder.chunks} chunk(s))")) from None
-        except httpx.TimeoutException:
+        # aiohttp's read timeout is a TimeoutError subclass: it goes before total_timeout's.
+        except aiohttp.ServerTimeoutError:
             raise ProviderError(timeout_error(
                 self.label, f"stream stalled: no data for read_timeout = {self.options.read_timeout:g}s "
                 f"after {decoder.chunks} chunk(s)",
             )) from None
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except TimeoutError:
+            raise ProviderError(self._total_timeout(f"streaming (after {decoder.chunks} chunk(s))")) from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise ProviderError(connection_error(
-                self.label, f"the connection dropped mid-stream after {decoder.chunks} chunk(s): {_describe(exc)}",
+                self.label, f"the connection dropped mid-stream after {decoder.chunks} chunk(s): "
+                f"{describe_error(exc)}",
             )) from None
         except zlib.error:
             raise ProviderError(bad_response(
@@ -332,10 +329,10 @@ class UpstreamProvider:
             async with asyncio.timeout(DRAIN_SECONDS):
                 while lines_left < DRAIN_LINES:
                     lines_left += len(splitter.feed(await anext(pieces)))
-        except (StopAsyncIteration, TimeoutError, httpx.HTTPError, zlib.error, SseLimitError):
+        except (StopAsyncIteration, TimeoutError, aiohttp.ClientError, OSError, zlib.error, SseLimitError):
             pass  # the response is closed by the caller either way
 
-    async def _whole_json(self, response: httpx.Response, deadline: float | None) -> Any:
+    async def _whole_json(self, response: aiohttp.ClientResponse, deadline: float | None) -> Any:
         chunks: list[bytes] = []
         size = 0
         limit = self.options.max_response_bytes
@@ -349,18 +346,18 @@ class UpstreamProvider:
                             "raise max_response_bytes in this [providers] table if that is expected",
                         ))
                     chunks.append(chunk)
+        except aiohttp.ServerTimeoutError:
+            raise ProviderError(timeout_error(self.label, "stalled while sending the completion")) from None
         except TimeoutError:
             raise ProviderError(self._total_timeout("reading the completion")) from None
-        except httpx.TimeoutException:
-            raise ProviderError(timeout_error(self.label, "stalled while sending the completion")) from None
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise ProviderError(connection_error(
-                self.label, f"the connection dropped while sending the completion: {_describe(exc)}",
+                self.label, f"the connection dropped while sending the completion: {describe_error(exc)}",
             )) from None
         except zlib.error:
             raise ProviderError(bad_response(self.label, "sent a corrupt compressed completion")) from None
         try:
-            return json.loads(b"".join(chunks))
+            return loads(b"".join(chunks))
         except ValueError as exc:
             raise ProviderError(bad_response(self.label, f"sent a completion that is not JSON ({exc})")) from None
 
@@ -368,20 +365,28 @@ class UpstreamProvider:
         return timeout_error(self.label, f"total_timeout = {self.options.total_timeout:g}s exceeded while {during}")
 
 
-def _decoded(response: httpx.Response) -> AsyncIterator[bytes]:
+def _decoded(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     """The body, decoded in bounded steps (see :mod:`plugins.openai_upstream.body`);
     raises :class:`UnsupportedEncoding` at once for an encoding we did not offer."""
     body = BodyDecoder(response.headers.get("content-encoding", ""))
+    content = response.content
+    if body.identity:
+        # The usual case: one await per network read, no decoding layer.
+        return content.iter_any().__aiter__()
 
     async def pieces() -> AsyncIterator[bytes]:
-        async for raw in response.aiter_raw():
+        async for raw in content.iter_any():
             for piece in body.decode(raw):
                 yield piece
 
     return pieces()
 
 
-def _describe(exc: BaseException) -> str:
-    """An httpx error in a few words (its text never carries headers or bodies)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _finish(response: aiohttp.ClientResponse) -> None:
+    """Give the connection back to the pool when the body was read to its end (after
+    [DONE] and the drain); close it otherwise, so the upstream sees the request end
+    (a run cancelled, failed or cut off mid-stream)."""
+    if response.content.is_eof():
+        response.release()
+    else:
+        response.close()

@@ -43,6 +43,9 @@ class LineSplitter:
         self._rest: list[bytes] = []  # the unterminated start of the next line
         self._held = 0  # bytes in _rest; never more than max_line
         self._after_cr = False  # the last piece ended in \r: a \n opening the next is its pair
+        # A line over the cap found after complete lines of the same piece: those lines
+        # are returned first, the error is raised by the next call.
+        self._pending: SseLimitError | None = None
 
     @property
     def held(self) -> int:
@@ -53,8 +56,12 @@ class LineSplitter:
         """The lines that ``piece`` completes (without their line ends).
 
         Raises :class:`SseLimitError` for a line over ``max_line`` bytes, before
-        holding more than ``max_line`` bytes of it.
+        holding more than ``max_line`` bytes of it. The complete lines before such a
+        line in the same piece are returned first (a client may read many events and
+        the start of a runaway line in one network read); the next call raises.
         """
+        if self._pending is not None:
+            raise self._pending
         if self._after_cr:
             self._after_cr = False
             if piece.startswith(b"\n"):
@@ -77,10 +84,23 @@ class LineSplitter:
             # Each line holds exactly one line end, at its end.
             raw = [line.rstrip(b"\r\n") for line in raw]
         if max(map(len, raw)) > self.max_line:
-            raise SseLimitError("a line", self.max_line)
+            raw = raw[:next(i for i, line in enumerate(raw) if len(line) > self.max_line)]
+            return self._fail_after(raw)
         if rest:
+            if len(rest) > self.max_line:
+                return self._fail_after(raw)
             self._hold(rest)
         return [line.decode("utf-8", "replace") for line in raw]
+
+    def _fail_after(self, complete: list[bytes]) -> list[str]:
+        """``complete`` lines now, the limit error on the next call (at once if none)."""
+        error = SseLimitError("a line", self.max_line)
+        if not complete:
+            raise error
+        self._pending = error
+        self._rest = []
+        self._held = 0
+        return [line.decode("utf-8", "replace") for line in complete]
 
     def _hold(self, piece: bytes) -> None:
         if self._held + len(piece) > self.max_line:
@@ -90,6 +110,8 @@ class LineSplitter:
 
     def flush(self) -> list[str]:
         """The last line, when the body ended without a line end."""
+        if self._pending is not None:
+            raise self._pending
         self._after_cr = False
         if not self._rest:
             return []

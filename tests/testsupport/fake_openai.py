@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import threading
 import time
 import zlib
@@ -240,8 +241,10 @@ class RecordedRequest:
 class FakeOpenAI:
     """The fake server. Use as a context manager; see the module docstring."""
 
-    def __init__(self, *, default: Reply | None = None) -> None:
+    def __init__(self, *, default: Reply | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.default = default
+        # Serve HTTPS with this (server-side) context, e.g. a trustme certificate for 127.0.0.1.
+        self.ssl_context = ssl_context
         self.requests: list[RecordedRequest] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -257,7 +260,8 @@ class FakeOpenAI:
     @property
     def base_url(self) -> str:
         """The ``base_url`` to configure a provider with (ends in ``/v1``)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
 
     def script(self, *replies: Reply) -> FakeOpenAI:
         """Queue replies for the next chat-completions requests, in order."""
@@ -312,7 +316,7 @@ class FakeOpenAI:
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.ssl_context)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         async with server:

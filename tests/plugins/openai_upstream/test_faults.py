@@ -257,9 +257,10 @@ async def test_connection_is_released_after_every_fault(upstream_app, fake, user
 
 
 def busy_connections(app) -> int:
-    """Upstream connections with a request still in flight (httpcore's public pool view)."""
-    pool = get_kernel(app).providers["up"]._client._transport._pool
-    return sum(1 for c in pool.connections if not (c.is_idle() or c.is_closed()))
+    """Upstream connections with a request still in flight (aiohttp's connector view:
+    a connection is acquired until its response is released or closed)."""
+    connector = get_kernel(app).providers["up"]._session.connector
+    return len(connector._acquired)
 
 
 @pytest.mark.parametrize("reply", [
