@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from quart import Quart, Response, g, jsonify, request, websocket
+from quart import Quart, Response, g, has_request_context, jsonify, request, websocket
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from kernel.auth import bearer_token, is_public, public
@@ -167,12 +167,24 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
         return response
 
 
+def _method_and_path() -> tuple[str, str]:
+    """What the failing exchange asked for: an HTTP request, or a WebSocket upgrade.
+
+    Error handlers also run for upgrades (a WebSocket to an HTTP-only path is a routing
+    error raised in the websocket context), where touching ``request`` would raise.
+    """
+    if has_request_context():
+        return request.method, request.path
+    return "GET(websocket)", websocket.path
+
+
 def _install_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Any:
         if exc.status >= 500:
-            log.error("%s: %s %s -> %s: %s", getattr(g, "request_id", "-"), request.method, request.path,
-                      exc.status, exc.message)
+            method, path = _method_and_path()
+            log.error("%s: %s %s -> %s: %s", getattr(g, "request_id", "-"), method, path, exc.status,
+                      exc.message)
         return jsonify(exc.body()), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
@@ -180,17 +192,19 @@ def _install_error_handlers(app: Quart) -> None:
         status = exc.code or 500
         headers: dict[str, str] = {}
         message = exc.description or exc.name
+        method, path = _method_and_path()
         if status == 404:
-            message = f"no route for {request.method} {request.path}"
+            message = f"no route for {method} {path}"
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))
-            message = f"method {request.method} is not allowed on {request.path}; allowed: {headers['Allow']}"
+            message = f"method {method} is not allowed on {path}; allowed: {headers['Allow']}"
         body = error_body(message, type=default_type(status), code=exc.name.lower().replace(" ", "_"))
         return jsonify(body), status, headers
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Any:
-        log.exception("%s: unhandled error in %s %s", getattr(g, "request_id", "-"), request.method, request.path)
+        method, path = _method_and_path()
+        log.exception("%s: unhandled error in %s %s", getattr(g, "request_id", "-"), method, path)
         body = error_body(
             f"internal server error (request id {getattr(g, 'request_id', '-')})", type="server_error",
             code="internal_error",

@@ -80,7 +80,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_level: str)
     from hypercorn.utils import LifespanFailureError
 
     from kernel.logfmt import configure_logging
-    from kernel.serve import UnsafeBindError
+    from kernel.serve import PortInUseError, UnsafeBindError
     from kernel.serve import serve as run_server
 
     configure_logging(log_level)  # one line per record: client text cannot forge log lines
@@ -90,7 +90,7 @@ def serve(config_path: Path, host: str | None, port: int | None, log_level: str)
     port = settings.kernel.port if port is None else port
     try:
         asyncio.run(run_server(app, host, port))
-    except UnsafeBindError as exc:
+    except (UnsafeBindError, PortInUseError) as exc:
         raise click.ClickException(str(exc)) from None
     except LifespanFailureError as exc:
         # The cause was already logged with its traceback; end with one clear line and exit 1.

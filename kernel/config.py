@@ -71,6 +71,9 @@ class KernelSettings(_Strict):
     # Seconds open streams get to finish on SIGINT/SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     access_log: bool = True
+    # The listen queue: a burst of new connections beyond it is dropped by the OS before
+    # the gateway sees it (Hypercorn's default is 100). Linux caps it at net.core.somaxconn.
+    backlog: int = Field(2048, ge=1, le=65535)
     # The one principal whose `x-session-key: agent:<agent>:main` is the real main session
     # (where webhooks post); "" for none. Everyone else gets a private session by that name.
     main_session_principal: str = DEFAULT_PRINCIPAL

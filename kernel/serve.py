@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import resource
 import signal
 from typing import Any
 
-from hypercorn.asyncio import serve as hypercorn_serve
+# worker_serve (what hypercorn.asyncio.serve wraps) because it takes sockets bound by us.
+from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
 from quart import Quart
 
 from kernel.app import get_kernel
@@ -31,8 +36,13 @@ def check_bind(app: Quart, host: str) -> None:
         )
 
 
-def hypercorn_config(host: str, port: int, grace: float) -> HypercornConfig:
+class PortInUseError(Exception):
+    """The port is taken: ``kernel serve`` says so in one line and exits non-zero."""
+
+
+def hypercorn_config(host: str, port: int, grace: float, backlog: int = 2048) -> HypercornConfig:
     cfg = HypercornConfig()
+    cfg.backlog = backlog
     cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     cfg.graceful_timeout = grace
     cfg.accesslog = None  # the kernel writes its own access line (with request ids, no secrets)
@@ -67,6 +77,27 @@ def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -
     loop.default_exception_handler(context)
 
 
+def bind_sockets(config: HypercornConfig, port: int) -> Sockets:
+    try:
+        return config.create_sockets()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(f"port {port} is in use") from None
+        raise
+
+
+def raise_open_files_limit() -> None:
+    """Soft open-files limit up to the hard one: each client connection costs a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %s to %s: %s", soft, hard, exc)
+            return
+        log.info("open-files limit raised from %s to %s", soft, hard)
+
+
 async def serve(app: Quart, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM, then drain: streams get the grace period to finish."""
     check_bind(app, host)
@@ -85,8 +116,14 @@ async def serve(app: Quart, host: str, port: int) -> None:
             loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    config = hypercorn_config(host, port, grace, kernel.settings.kernel.backlog)
+    # Bind before Hypercorn runs the app's startup: a busy port then fails at once, before
+    # plugins start threads that would keep a failed process alive (it used to hang).
+    sockets = bind_sockets(config, port)
+    raise_open_files_limit()
     announce_token(app, host, port)
     log.info("serving on http://%s:%s (plugins: %s)", host, port,
              ", ".join(sorted(n for n, r in kernel.plugins.items() if r.enabled)) or "none")
-    await hypercorn_serve(app, hypercorn_config(host, port, grace), shutdown_trigger=stop.wait)
+    await worker_serve(wrap_app(app, config.wsgi_max_body_size, None), config, sockets=sockets,
+                       shutdown_trigger=stop.wait)
     log.info("stopped")

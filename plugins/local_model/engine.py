@@ -83,6 +83,33 @@ class EngineConfig:
     n_ctx: int
     n_threads: int
     chat_template: str | None = None
+    cpu_weight_layouts: bool = False
+
+
+# Llama() builds its model parameters from this module-level factory and exposes no
+# argument for `use_extra_bufts`, so construction swaps the factory under a lock.
+_PARAMS_LOCK = threading.Lock()
+
+
+def _new_llama(cfg: EngineConfig) -> Llama:
+    import llama_cpp.llama as llama_module
+
+    bindings = llama_module.llama_cpp
+    default_params = bindings.llama_model_default_params
+
+    def params() -> llama_cpp.llama_model_params:
+        value = default_params()
+        if hasattr(value, "use_extra_bufts"):  # older bindings have no such field
+            value.use_extra_bufts = cfg.cpu_weight_layouts
+        return value
+
+    with _PARAMS_LOCK:
+        bindings.llama_model_default_params = params
+        try:
+            return Llama(model_path=str(cfg.path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                         n_threads_batch=cfg.n_threads, verbose=False)
+        finally:
+            bindings.llama_model_default_params = default_params
 
 
 class Engine:
@@ -108,8 +135,7 @@ class Engine:
         # Said before the work: a big GGUF on a slow disk can take a while, and a log that
         # only speaks once loading is done leaves a start-up looking hung.
         log.info("loading %s ...", cfg.path)
-        llm = Llama(model_path=str(cfg.path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                    n_threads_batch=cfg.n_threads, verbose=False)
+        llm = _new_llama(cfg)
         template = cfg.chat_template or llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         self._formatter = Jinja2ChatFormatter(
             template=template, eos_token=_token_text(llm, llm.token_eos()),

@@ -32,6 +32,11 @@ class LocalModelOptions(BaseModel):
     n_ctx: int = Field(2048, ge=256, le=131072)
     # Threads for generation; unset: every core this process may use.
     n_threads: int | None = Field(None, ge=1, le=512)
+    # llama.cpp's CPU-specific weight layouts ("extra buffer types": AMX tiles, repacked
+    # Q4 blocks). Off by default: on an AMX-capable Xeon in a container they crash the
+    # process on the first batched decode (SIGSEGV, seen with llama-cpp-python 0.3.36);
+    # the bundled 135M model gains little from them. Turn on where they are known to work.
+    cpu_weight_layouts: bool = False
     # Requests allowed to wait while one generates; one more gets 429 with Retry-After.
     max_queue: int = Field(8, ge=0, le=10_000)
     # Answer length when the request does not set max_output_tokens.

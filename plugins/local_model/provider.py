@@ -41,7 +41,7 @@ class LocalModelProvider:
         self.model_path = model_path
         self.engine = Engine(EngineConfig(
             path=model_path, n_ctx=options.n_ctx, n_threads=options.n_threads or default_threads(),
-            chat_template=options.chat_template,
+            chat_template=options.chat_template, cpu_weight_layouts=options.cpu_weight_layouts,
         ))
         self.gate = Gate(options.max_queue)
         self.last_stats: TurnStats | None = None

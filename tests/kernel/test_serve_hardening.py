@@ -1,0 +1,73 @@
+"""``kernel serve`` as a supervisor sees it: a busy port fails fast, bursts fit the listen
+queue, and a WebSocket upgrade on an HTTP-only path is answered with a 4xx."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import websockets.sync.client as ws_client
+from websockets.exceptions import InvalidStatus
+
+from kernel.testing import TEST_TOKEN, free_port, serve_process
+
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "plugins.toml"
+    path.write_text(
+        f'[kernel]\nstate_dir = "state"\n{extra}[kernel.auth]\ntoken = "{TEST_TOKEN}"\n'
+        "[plugins.echo]\nenabled = true\n[plugins.chat_completions]\nenabled = true\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_busy_port_exits_at_once_with_one_line_and_no_traceback(tmp_path):
+    config = write_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        kernel_cmd = Path(sys.executable).parent / "kernel"
+        started = time.monotonic()
+        done = subprocess.run([str(kernel_cmd), "serve", "--config", str(config), "--port", str(port)],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode != 0
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"Error: port {port} is in use"
+    assert "serving on" not in done.stderr  # nothing claims it is serving
+
+
+def _listen_backlog(port: int) -> int:
+    # For a listening socket, ss prints the backlog as Send-Q (the third column).
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[2])
+
+
+def test_listen_backlog_comes_from_the_config(tmp_path):
+    config = write_config(tmp_path, "backlog = 1500\n")
+    with serve_process(config, free_port()) as served:
+        port = int(served.base.rsplit(":", 1)[1])
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert _listen_backlog(port) == min(1500, somaxconn)
+
+
+@pytest.mark.parametrize("path", ["/-/health", "/v1/chat/completions", "/no/such/route"])
+@pytest.mark.parametrize("authenticated", [True, False])
+def test_websocket_upgrade_on_http_only_path_is_a_4xx(tmp_path, path, authenticated):
+    config = write_config(tmp_path)
+    with serve_process(config, free_port()) as served:
+        url = served.base.replace("http://", "ws://") + path
+        with pytest.raises(InvalidStatus) as refused:
+            ws_client.connect(url, additional_headers=AUTH if authenticated else {}, open_timeout=10).close()
+        status = refused.value.response.status_code
+        assert 400 <= status < 500, status
+        assert "Not within a request context" not in served.stderr.read_text()
+        assert "unhandled error" not in served.stderr.read_text()
