@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 from quart import current_app, g, request
@@ -122,37 +123,54 @@ async def read_json(max_bytes: int | None = None, *, require_object: bool = True
         raise ApiError(400, "request body is nested too deeply to parse", code="invalid_json") from None
     except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
         raise ApiError(400, f"request body is not usable JSON: {exc}", code="invalid_json") from None
-    bad = lone_surrogate_path(data)
-    if bad is not None:
-        # "\ud800" parses into a str that no UTF-8 encoder (response body, SQLite) can write.
-        raise ApiError(400, f"invalid value for '{bad or 'body'}': the string contains a lone UTF-16 "
-                       "surrogate escape (e.g. \\ud800 without its pair), which is not valid Unicode",
-                       param=bad or None, code="invalid_value")
+    problem = unstorable_value(data)
+    if problem is not None:
+        path, message = problem
+        raise ApiError(400, f"invalid value for '{path or 'body'}': {message}", param=path or None,
+                       code="invalid_value")
     if require_object and not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
     return data
 
 
-def lone_surrogate_path(data: Any) -> str | None:
-    """The field path of a string holding a lone surrogate (or of the object whose key does), else None.
+# Deeper than any real request needs (a JSON Schema of a dozen levels is already rare),
+# and far below what the decoders reading a stored record back can handle: whatever is
+# accepted here can always be decoded again (at startup recovery, on GET).
+MAX_JSON_DEPTH = 64
 
-    Iterative, and ASCII strings (nearly all) are skipped by ``str.isascii``, a C scan,
-    so a large inline file costs little.
+
+def unstorable_value(data: Any) -> tuple[str, str] | None:
+    """The first value that could not be stored and read back: ``(field path, why)``, else None.
+
+    One iterative walk for every JSON body: nesting beyond :data:`MAX_JSON_DEPTH`,
+    ``NaN``/``Infinity`` (Python's decoder accepts them; they are not JSON and would be
+    echoed back as invalid JSON), and lone surrogates (``"\\ud800"`` parses into a str no
+    UTF-8 encoder can write). ASCII strings, nearly all, are skipped by a C scan.
     """
-    stack: list[tuple[str, Any]] = [("", data)]
+    stack: list[tuple[str, Any, int]] = [("", data, 0)]
     while stack:
-        path, value = stack.pop()
+        path, value, depth = stack.pop()
         if isinstance(value, str):
             if not value.isascii() and not _encodable(value):
-                return path
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if not key.isascii() and not _encodable(key):
-                    return path  # the key itself cannot be shown: name the object holding it
-                stack.append((f"{path}.{key}" if path else key, item))
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+                return path, _SURROGATE
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return path, f"{value!r} is not a JSON number (NaN and Infinity are not allowed)"
+        elif isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return path, f"nested more than {MAX_JSON_DEPTH} levels deep"
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not key.isascii() and not _encodable(key):
+                        return path, _SURROGATE  # the key itself cannot be shown: name its object
+                    stack.append((f"{path}.{key}" if path else key, item, depth + 1))
+            else:
+                stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
     return None
+
+
+_SURROGATE = ("the string contains a lone UTF-16 surrogate escape (e.g. \\ud800 without its pair), "
+              "which is not valid Unicode")
 
 
 def _encodable(text: str) -> bool:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from kernel import ApiError
+from kernel.http import unstorable_value
 from plugins.openresponses import models as m
 from plugins.openresponses.request import ParsedRequest, parse_create_body
 
@@ -27,6 +28,13 @@ def decode_message(message: str | bytes, max_bytes: int) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the message is not valid JSON ({exc}); send one JSON object per text message",
                        code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the message is nested too deeply to parse", code="invalid_json") from None
+    problem = unstorable_value(data)  # the same rules as an HTTP body
+    if problem is not None:
+        path, why = problem
+        raise ApiError(400, f"invalid value for '{path or 'message'}': {why}", param=path or None,
+                       code="invalid_value")
     if not isinstance(data, dict):
         raise ApiError(400, f"the message must be a JSON object, got {m.type_name(data)}", code="invalid_type")
     kind = data.get("type")

@@ -237,6 +237,11 @@ ROOMY = {"plugins": {"example": {"enabled": True, "max_body_bytes": 1_000_000}}}
     (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply", None),
     (b'{"n": ' + b"9" * 5000 + b"}", "not usable JSON", None),
     (b'{"input": [{"text": "ok"}, {"text": "bad \\ud800 half"}]}', "lone UTF-16 surrogate", "input[1].text"),
+    (b'{"temperature": NaN}', "NaN and Infinity are not allowed", "temperature"),
+    (b'{"a": {"b": [1, -Infinity]}}', "NaN and Infinity are not allowed", "a.b[1]"),
+    # Like the record (about 960 levels inside a tool schema): it decoded, then broke reads.
+    (b'{"tools": [{"parameters": ' + b'{"p": ' * 500 + b"{}" + b"}" * 500 + b"}]}",
+     "nested more than 64 levels deep", "tools[0].parameters" + ".p" * 61),
 ])
 async def test_json_that_would_fail_later_is_a_400_not_a_500(make_app, running, data, needle, param):
     async with running(make_app(ROOMY)) as (_, client):

@@ -215,3 +215,16 @@ def test_unencodable_provider_text_still_goes_out_as_valid_json(make_app, live_s
         events = sse.parse(raw)
         sse.check(events)
         assert events[-1]["response"]["output"][0]["content"][0]["text"] == "bad \ud800 text"
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/responses", b'{"model": "words", "input": "hi", "temperature": Infinity}'),
+    ("/v1/responses", b'{"model": "words", "input": "hi", "tools": [{"type": "function", "name": "f", '
+                      b'"parameters": ' + b'{"a": ' * 960 + b"1" + b"}" * 960 + b"}]}"),
+])
+def test_unstorable_json_is_a_400_naming_the_field_on_a_real_server(server, path, body):
+    resp = server.http.post(path, content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "invalid_value"
+    assert error["param"].startswith(("temperature", "tools[0].parameters"))
