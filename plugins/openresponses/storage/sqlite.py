@@ -15,6 +15,7 @@ from plugins.openresponses.storage.base import (
     Salvage,
     StoredEvent,
 )
+from plugins.openresponses.storage.damaged import DamagedRecordError, failed_resource, loads, report
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS or_responses (
@@ -75,32 +76,55 @@ def _item_ids(items: list[dict[str, Any]]) -> list[str]:
 
 
 def _record(row: Any, input_items: list[dict[str, Any]] | None = None) -> ResponseRecord:
-    resource = json.loads(row["resource"])
     stored = bool(row["stored"])
+    status = row["status"]
+    try:
+        resource = loads(row["resource"])
+        output_items = loads(row["output_items"])
+        model_input = loads(row["model_input"])
+    except DamagedRecordError as exc:
+        report(row["id"], str(exc))
+        resource = failed_resource(row["id"], row["created_at"], row["previous_response_id"], str(exc))
+        status, output_items, model_input, input_items = "failed", [], [], []
+        stored = True
     return ResponseRecord(
         id=row["id"],
         owner=row["owner"],
         previous_response_id=row["previous_response_id"],
-        status=row["status"],
+        status=status,
         stored=stored,
         background=bool(row["background"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         resource=resource if stored else {},
-        output_items=json.loads(row["output_items"]),
+        output_items=output_items,
         input_items=input_items or [],
-        model_input=json.loads(row["model_input"]),
+        model_input=model_input,
         not_stored_reason=None if stored else resource.get(_REASON),
     )
 
 
+def _item(text: str, response_id: str) -> Any:
+    """One stored item or event; a damaged one is left out (and logged once)."""
+    try:
+        return loads(text)
+    except DamagedRecordError as exc:
+        report(response_id, f"an item or event: {exc}")
+        return None
+
+
 def _link(row: Any) -> ChainLink:
     stored = bool(row["stored"])
-    return ChainLink(
-        id=row["id"], status=row["status"], stored=stored, model_input=json.loads(row["model_input"]),
-        output_items=json.loads(row["output_items"]),
-        not_stored_reason=None if stored else json.loads(row["resource"]).get(_REASON),
-    )
+    try:
+        return ChainLink(
+            id=row["id"], status=row["status"], stored=stored, model_input=loads(row["model_input"]),
+            output_items=loads(row["output_items"]),
+            not_stored_reason=None if stored else loads(row["resource"]).get(_REASON),
+        )
+    except DamagedRecordError as exc:
+        report(row["id"], str(exc))
+        return ChainLink(id=row["id"], status="failed", stored=True, model_input=[], output_items=[],
+                         not_stored_reason=None)
 
 
 def _rows(record: ResponseRecord, now: float) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[str, str]]]:
@@ -182,7 +206,7 @@ class SqliteResponseStore:
         rows = await self.store.fetchall(
             "SELECT seq, data FROM or_events WHERE response_id = ? AND seq > ? ORDER BY seq", (response_id, after)
         )
-        return [StoredEvent(r["seq"], json.loads(r["data"])) for r in rows]
+        return [StoredEvent(r["seq"], data) for r in rows if (data := _item(r["data"], response_id)) is not None]
 
     async def get(self, response_id: str, owner: str) -> ResponseRecord | None:
         row = await self.store.fetchone(
@@ -220,7 +244,8 @@ class SqliteResponseStore:
             (response_id, owner, owner),
         )
         for r in item_rows:
-            items[r["response_id"]].append(json.loads(r["item"]))
+            if (item := _item(r["item"], r["response_id"])) is not None:
+                items[r["response_id"]].append(item)
         return [_record(r, items[r["id"]]) for r in rows]
 
     async def history(self, response_id: str, owner: str) -> list[ChainLink]:
@@ -270,7 +295,7 @@ class SqliteResponseStore:
             "SELECT item FROM or_input_items WHERE response_id = ? AND item_id = ? ORDER BY position LIMIT 1",
             (response_id, item_id),
         )
-        return json.loads(row["item"]) if row is not None else None
+        return _item(row["item"], response_id) if row is not None else None
 
     async def input_items(
         self, response_id: str, owner: str, *, limit: int, order: Order, after: str | None
@@ -292,7 +317,7 @@ class SqliteResponseStore:
             f"SELECT item FROM or_input_items WHERE response_id = ?{cursor_sql} ORDER BY position {direction} LIMIT ?",
             (*params, limit + 1),
         )
-        data = [json.loads(r["item"]) for r in rows]
+        data = [item for r in rows if (item := _item(r["item"], response_id)) is not None]
         return InputItemsPage(data[:limit], len(data) > limit)
 
     async def expire(self, older_than: float, batch: int = EXPIRE_BATCH) -> int:
@@ -320,7 +345,14 @@ class SqliteResponseStore:
         now = time.time()
         updates = []
         for row in rows:
-            resource = json.loads(row["resource"])
+            try:
+                resource = loads(row["resource"])
+            except DamagedRecordError as exc:
+                report(row["id"], str(exc))
+                # created_at is unknown without the resource: the time of the repair stands in.
+                damaged = failed_resource(row["id"], now, None, str(exc))
+                updates.append((_dumps(damaged), "[]", now, row["id"]))
+                continue
             resource["status"] = "failed"
             resource["error"] = {"code": "server_error", "message": message, "type": "server_error", "param": None}
             if salvage is not None:

@@ -100,3 +100,37 @@ def test_chains_and_records_survive_restarts_and_interrupted_runs_fail(tmp_path)
         assert_valid("ResponseResource", stopped)
         again = http.post("/v1/responses", json={"input": "fourth", "previous_response_id": third["id"]})
         assert again.status_code == 200
+
+
+def test_a_damaged_record_never_stops_a_restart_and_reads_as_failed(tmp_path):
+    """Rows as older code could write them (nested beyond the decoder) or as a bad disk leaves them."""
+    config = write_config(tmp_path)
+    with serving(config) as (proc, client, log):
+        ids = []
+        for _ in range(3):
+            created = client.post("/v1/responses", json={"model": "main", "input": "hi"})
+            assert created.status_code == 200, created.text
+            ids.append(created.json()["id"])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    interrupted, finished, healthy = ids
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads: RecursionError
+    with sqlite3.connect(tmp_path / "state" / "kernel.sqlite3") as db:
+        # Looks like a run that was in flight at the kill: the startup sweep decodes it.
+        db.execute("UPDATE or_responses SET status = 'in_progress', resource = ? WHERE id = ?", (deep, interrupted))
+        db.execute("UPDATE or_responses SET output_items = ? WHERE id = ?", ("{not json", finished))
+    for _ in range(2):  # every restart, not only the first
+        with serving(config) as (proc, client, log):
+            for response_id in (interrupted, finished):
+                got = client.get(f"/v1/responses/{response_id}")
+                assert got.status_code == 200, got.text
+                body = got.json()
+                assert_valid("ResponseResource", body)
+                assert body["status"] == "failed"
+                assert "damaged" in body["error"]["message"]
+            assert client.get(f"/v1/responses/{healthy}").json()["status"] == "completed"
+            follow = client.post("/v1/responses", json={"model": "main", "input": "more",
+                                                        "previous_response_id": healthy})
+            assert follow.status_code == 200, follow.text
+        assert "Traceback" not in log.read_text()
+        assert log.read_text().count(f"stored response {finished} is damaged") == 1
