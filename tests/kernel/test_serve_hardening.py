@@ -71,3 +71,21 @@ def test_websocket_upgrade_on_http_only_path_is_a_4xx(tmp_path, path, authentica
         assert 400 <= status < 500, status
         assert "Not within a request context" not in served.stderr.read_text()
         assert "unhandled error" not in served.stderr.read_text()
+
+
+def test_openai_sdk_gets_the_413_for_a_body_four_times_the_limit(tmp_path):
+    import openai
+
+    limit = 5 * 1024 * 1024
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + f"[plugins.openresponses]\nenabled = true\nmax_body_bytes = {limit}\n"
+                      '[agents.main]\nprovider = "e"\n[providers.e]\nkind = "echo"\n',
+                      encoding="utf-8")
+    with serve_process(config, free_port()) as served:
+        client = openai.OpenAI(base_url=f"{served.base}/v1", api_key=TEST_TOKEN, max_retries=0, timeout=60)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.responses.create(model="main", input="x" * (4 * limit))
+        assert refused.value.status_code == 413
+        assert refused.value.body["code"] == "request_too_large"
+        # The connection pool is still usable after the drained answer.
+        assert client.responses.create(model="main", input="hi").status == "completed"
