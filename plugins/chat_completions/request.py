@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernel import Limits, ToolChoice, ToolSpec, Turn
+from kernel.schema_check import check_json_schema
 from plugins.chat_completions.fields import integer, invalid, number, opt, required, want
 from plugins.chat_completions.messages import MediaSource, ParsedMessages, parse_messages
 
@@ -185,6 +186,8 @@ def _tools(raw: Any) -> list[ToolSpec]:
                           code="invalid_value")
         seen.add(name)
         parameters = opt(function, "parameters", dict, f"{path}.function.parameters")
+        if parameters is not None:
+            check_json_schema(parameters, f"{path}.function.parameters")
         specs.append(ToolSpec(
             name=name,
             parameters=parameters if parameters is not None else {"type": "object", "properties": {}},
@@ -260,6 +263,8 @@ def _response_format(raw: Any) -> dict[str, Any] | None:
             raise invalid("response_format.json_schema.name", f"{name!r} must be 1 to 64 letters, digits, "
                           "'_' or '-'.")
         schema = opt(spec, "schema", dict, "response_format.json_schema.schema")
+        if schema is not None:
+            check_json_schema(schema, "response_format.json_schema.schema")
         return {
             "type": "json_schema",
             "name": name,

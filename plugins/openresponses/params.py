@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kernel import ApiError, ToolChoice, ToolSpec
+from kernel.schema_check import check_json_schema
 from plugins.openresponses import models as m
 
 # --------------------------------------------------------------------------- tools
@@ -45,6 +46,8 @@ def parse_tools(value: Any) -> tuple[list[ToolSpec], list[dict[str, Any]]]:
             raise ApiError(400, f"duplicate tool name {fn.name!r} at '{name_at}'; tool names must be unique",
                            param=name_at, code="invalid_value")
         seen.add(fn.name)
+        if fn.parameters is not None:
+            check_json_schema(fn.parameters, f"{name_at.rsplit('.', 1)[0]}.parameters")
         parameters = fn.parameters if fn.parameters is not None else {"type": "object", "properties": {}}
         specs.append(ToolSpec(name=fn.name, parameters=parameters, description=fn.description, strict=fn.strict))
         echo.append({"type": "function", "name": fn.name, "description": fn.description,
@@ -121,6 +124,7 @@ def parse_text(value: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         echo["format"] = {"type": "text"}
     elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         js = m.validate(m.JsonSchemaFormat, fmt, "text.format")
+        check_json_schema(js.schema_, "text.format.schema")
         strict = bool(js.strict)
         response_format = {"type": "json_schema", "name": js.name, "schema": js.schema_, "strict": strict}
         if js.description is not None:

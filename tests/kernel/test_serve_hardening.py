@@ -3,6 +3,7 @@ queue, and a WebSocket upgrade on an HTTP-only path is answered with a 4xx."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -89,3 +90,37 @@ def test_openai_sdk_gets_the_413_for_a_body_four_times_the_limit(tmp_path):
         assert refused.value.body["code"] == "request_too_large"
         # The connection pool is still usable after the drained answer.
         assert client.responses.create(model="main", input="hi").status == "completed"
+
+
+BAD_SCHEMA = {"type": "object", "properties": ["not", "a", "map"]}
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/responses", {"model": "main", "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": BAD_SCHEMA}]}, "tools[0].parameters"),
+    ("/v1/responses", {"model": "main", "input": "hi", "text": {"format": {
+        "type": "json_schema", "name": "out", "schema": BAD_SCHEMA}}}, "text.format.schema"),
+    ("/v1/chat/completions", {"model": "main", "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": BAD_SCHEMA}}]},
+     "tools[0].function.parameters"),
+    ("/v1/chat/completions", {"model": "main", "messages": [{"role": "user", "content": "hi"}],
+                              "response_format": {"type": "json_schema",
+                                                  "json_schema": {"name": "out", "schema": BAD_SCHEMA}}},
+     "response_format.json_schema.schema"),
+])
+def test_a_schema_that_is_not_json_schema_is_a_400_naming_the_field(tmp_path, path, body, param):
+    import httpx
+
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + "[plugins.openresponses]\nenabled = true\n"
+                      '[agents.main]\nprovider = "e"\n[providers.e]\nkind = "echo"\n', encoding="utf-8")
+    with serve_process(config, free_port()) as served:
+        answer = httpx.post(served.base + path, json=body, headers=AUTH, timeout=30)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["param"] == param
+        assert "properties" in error["message"]
+        # A valid schema (booleans and all) still goes through to the echo provider.
+        good = {"type": "object", "properties": {"a": True, "b": {"type": "string"}}}
+        fixed = json.loads(json.dumps(body).replace(json.dumps(BAD_SCHEMA), json.dumps(good)))
+        assert httpx.post(served.base + path, json=fixed, headers=AUTH, timeout=30).status_code == 200
