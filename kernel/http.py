@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from quart import current_app, g, request
 
 from kernel.errors import ApiError
+
+T = TypeVar("T")
 
 CHUNK_LIMIT_MESSAGE = "request body is larger than the {limit}-byte limit for this endpoint"
 # Before an error answer (413, 401, 404 ...) the kernel reads and drops the unread rest of
@@ -26,6 +29,8 @@ DRAIN_SECONDS = 10.0
 # Safe: chunks are dropped as they arrive (no memory held), DRAIN_SECONDS bounds the
 # time, and the client pays for every byte it uploads; past the bound the connection closes.
 DRAIN_LIMIT_FACTOR = 5
+# Bodies above this are parsed and validated in a worker thread (see read_json, for_body).
+LARGE_BODY_BYTES = 256 * 1024
 
 
 def default_body_limit() -> int:
@@ -53,6 +58,7 @@ async def read_body(max_bytes: int | None = None) -> bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     g.kernel_body_read = True  # nothing left for drain_unread_body to do
+    g.kernel_body_size = size
     return b"".join(chunks)
 
 
@@ -123,6 +129,17 @@ async def read_json(max_bytes: int | None = None, *, require_object: bool = True
     raw = body if body is not None else await read_body(max_bytes)
     if not raw.strip():
         raise ApiError(400, "request body is empty; expected a JSON object", code="invalid_json")
+    # A large body is decoded and checked in a worker thread: json.loads and the walk
+    # below hold the GIL, but a thread is preempted every few milliseconds
+    # (sys.getswitchinterval), so other requests keep being served while it works.
+    data = await off_loop(_decode, raw) if len(raw) > LARGE_BODY_BYTES else _decode(raw)
+    if require_object and not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def _decode(raw: bytes) -> Any:
+    """JSON bytes -> value, every problem a 400 (see :func:`read_json`)."""
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
@@ -142,9 +159,24 @@ async def read_json(max_bytes: int | None = None, *, require_object: bool = True
         path, message = problem
         raise ApiError(400, f"invalid value for '{path or 'body'}': {message}", param=path or None,
                        code="invalid_value")
-    if require_object and not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
     return data
+
+
+async def off_loop(func: Callable[..., T], *args: Any) -> T:
+    """Run CPU-bound work on a large request (parse, validate) without stalling the event loop."""
+    return await asyncio.to_thread(func, *args)
+
+
+async def for_body(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)``, in a worker thread when this request's body was large (see LARGE_BODY_BYTES).
+
+    For endpoint plugins: validation of a big body (100,000 input items) takes seconds,
+    which must not hold every other request. Small bodies run inline: a thread hop
+    costs more than they do.
+    """
+    if int(g.get("kernel_body_size") or 0) > LARGE_BODY_BYTES:
+        return await off_loop(func, *args)
+    return func(*args)
 
 
 # Deeper than any real request needs (a JSON Schema of a dozen levels is already rare),

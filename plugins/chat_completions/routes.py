@@ -12,7 +12,7 @@ from quart import Blueprint, Response, g, request
 
 from kernel import ApiError, Failed, Finished, RunError, RunEvent
 from kernel.agents import MODEL_PREFIXES
-from kernel.http import read_json
+from kernel.http import for_body, read_json
 from kernel.media import MediaLoader
 from kernel.sessions import requested_session_key
 from kernel.streaming import sse_response
@@ -42,7 +42,7 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
         model = opt(body, "model", str)
         agent = kernel.agents.resolve(model, request.headers)
         # Every structural check, the session key's included, comes before any media is fetched.
-        parsed = parse_request(body, agent=agent.name)
+        parsed = await for_body(lambda: parse_request(body, agent=agent.name))
         turn = parsed.turn
         turn.session_key = requested_session_key(request.headers, agent=agent.name, surface=SURFACE, user=turn.user)
         if turn.session_key is None:

@@ -12,7 +12,7 @@ from quart import Response, g, request
 
 from kernel import ApiError, Item, Message, RunError, TextPart, ToolCall, ToolChoice, ToolResult, Turn
 from kernel.agents import MODEL_PREFIXES
-from kernel.http import read_json
+from kernel.http import for_body, read_json
 from kernel.media import MediaLoader
 from kernel.sessions import requested_session_key
 from kernel.streaming import sse_response
@@ -50,7 +50,7 @@ class ResponsesService:
 
     async def create(self) -> Response:
         """Create a response: JSON once the run ends, or an SSE stream of its events."""
-        parsed = parse_create_body(await read_json(self.settings.max_body_bytes))
+        parsed = await for_body(parse_create_body, await read_json(self.settings.max_body_bytes))
         if parsed.background and not self.stored.supports_background:
             raise ApiError(400, "background responses need a response store, and this server stores none; "
                            "send background: false", param="background", code="unsupported_parameter")

@@ -228,3 +228,19 @@ def test_unstorable_json_is_a_400_naming_the_field_on_a_real_server(server, path
     error = resp.json()["error"]
     assert error["code"] == "invalid_value"
     assert error["param"].startswith(("temperature", "tools[0].parameters"))
+
+
+def test_a_large_body_is_checked_off_the_loop_with_the_same_answers(server):
+    # Over kernel.http.LARGE_BODY_BYTES: decoded, walked and validated in a worker thread.
+    items = [{"type": "message", "role": "user", "content": f"item {i}"} for i in range(20_000)]
+    body = json.dumps({"model": "words", "input": items}).encode()
+    assert len(body) > 256 * 1024
+    bad = body.replace(b'"item 19999"', b'"item", "x": NaN', 1)
+    refused = server.http.post("/v1/responses", content=bad, headers={"content-type": "application/json"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "input[19999].x"
+    wrong = json.dumps({"model": "words", "input": items, "temperature": "hot"}).encode()
+    invalid = server.http.post("/v1/responses", content=wrong, headers={"content-type": "application/json"})
+    assert invalid.status_code == 400 and invalid.json()["error"]["param"] == "temperature"
+    assert server.http.post("/v1/responses", content=body, headers={"content-type": "application/json"}
+                            ).status_code == 200
