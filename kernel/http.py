@@ -132,39 +132,38 @@ async def read_json(max_bytes: int | None = None, *, require_object: bool = True
     # A large body is decoded and checked in a worker thread: json.loads and the walk
     # below hold the GIL, but a thread is preempted every few milliseconds
     # (sys.getswitchinterval), so other requests keep being served while it works.
-    data = await off_loop(_decode, raw) if len(raw) > LARGE_BODY_BYTES else _decode(raw)
+    data = await asyncio.to_thread(decode_json, raw) if len(raw) > LARGE_BODY_BYTES else decode_json(raw)
     if require_object and not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
     return data
 
 
-def _decode(raw: bytes) -> Any:
-    """JSON bytes -> value, every problem a 400 (see :func:`read_json`)."""
+def decode_json(raw: bytes | str, what: str = "request body") -> Any:
+    """JSON text -> value, every problem a 400 naming ``what`` (see :func:`read_json`).
+
+    The one decoder for JSON a client sends, whatever the transport (HTTP bodies,
+    WebSocket messages): same limits, same errors.
+    """
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
-        raise ApiError(400, "request body is not valid UTF-8", code="invalid_json") from None
+        raise ApiError(400, f"{what} is not valid UTF-8", code="invalid_json") from None
     except json.JSONDecodeError as exc:
         raise ApiError(
-            400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            400, f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             code="invalid_json",
         ) from None
     # Valid JSON that would only fail deeper down (as a 500) is refused here as a 400.
     except RecursionError:
-        raise ApiError(400, "request body is nested too deeply to parse", code="invalid_json") from None
+        raise ApiError(400, f"{what} is nested too deeply to parse", code="invalid_json") from None
     except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
-        raise ApiError(400, f"request body is not usable JSON: {exc}", code="invalid_json") from None
+        raise ApiError(400, f"{what} is not usable JSON: {exc}", code="invalid_json") from None
     problem = unstorable_value(data)
     if problem is not None:
         path, message = problem
-        raise ApiError(400, f"invalid value for '{path or 'body'}': {message}", param=path or None,
+        raise ApiError(400, f"invalid value for '{path or what}': {message}", param=path or None,
                        code="invalid_value")
     return data
-
-
-async def off_loop(func: Callable[..., T], *args: Any) -> T:
-    """Run CPU-bound work on a large request (parse, validate) without stalling the event loop."""
-    return await asyncio.to_thread(func, *args)
 
 
 async def for_body(func: Callable[..., T], *args: Any) -> T:
@@ -175,7 +174,7 @@ async def for_body(func: Callable[..., T], *args: Any) -> T:
     costs more than they do.
     """
     if int(g.get("kernel_body_size") or 0) > LARGE_BODY_BYTES:
-        return await off_loop(func, *args)
+        return await asyncio.to_thread(func, *args)
     return func(*args)
 
 

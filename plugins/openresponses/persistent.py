@@ -114,6 +114,12 @@ class PersistentResponses(StoredResponses):
             raise ApiError(404, f"previous_response_id {response_id!r} was not found (it may have been deleted or "
                            "expired, or belong to another API key)", param="previous_response_id",
                            code="previous_response_not_found")
+        damaged = next((link for link in links if link.damaged), None)
+        if damaged is not None:
+            # Its history is gone: continuing would silently drop it from the model's view.
+            raise ApiError(400, f"previous_response_id {response_id!r} cannot be chained: response {damaged.id!r} in "
+                           f"its chain is damaged ({damaged.damaged}); send the conversation as input instead",
+                           param="previous_response_id", code="previous_response_damaged")
         head = links[-1]
         if not head.stored:
             why = head.not_stored_reason or "it was created with store: false"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kernel import ApiError
-from kernel.http import unstorable_value
+from kernel.http import decode_json
 from plugins.openresponses import models as m
 from plugins.openresponses.request import ParsedRequest, parse_create_body
 
@@ -23,18 +22,7 @@ def decode_message(message: str | bytes, max_bytes: int) -> dict[str, Any]:
     if size > max_bytes:
         raise ApiError(413, f"this message is {size} bytes, over the server's limit of {max_bytes} bytes "
                        "([plugins.openresponses] max_body_bytes)", code="message_too_large")
-    try:
-        data = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the message is not valid JSON ({exc}); send one JSON object per text message",
-                       code="invalid_json") from None
-    except RecursionError:
-        raise ApiError(400, "the message is nested too deeply to parse", code="invalid_json") from None
-    problem = unstorable_value(data)  # the same rules as an HTTP body
-    if problem is not None:
-        path, why = problem
-        raise ApiError(400, f"invalid value for '{path or 'message'}': {why}", param=path or None,
-                       code="invalid_value")
+    data = decode_json(message, "the message")  # the same rules as an HTTP body
     if not isinstance(data, dict):
         raise ApiError(400, f"the message must be a JSON object, got {m.type_name(data)}", code="invalid_type")
     kind = data.get("type")

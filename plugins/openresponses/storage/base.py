@@ -50,6 +50,8 @@ class ChainLink:
     model_input: list[dict[str, Any]]
     output_items: list[dict[str, Any]]
     not_stored_reason: str | None = None
+    # Why the stored row cannot be decoded (see storage/damaged.py); None when it can.
+    damaged: str | None = None
 
 
 @dataclass

@@ -124,7 +124,7 @@ def _link(row: Any) -> ChainLink:
     except DamagedRecordError as exc:
         report(row["id"], str(exc))
         return ChainLink(id=row["id"], status="failed", stored=True, model_input=[], output_items=[],
-                         not_stored_reason=None)
+                         damaged=str(exc))
 
 
 def _rows(record: ResponseRecord, now: float) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[str, str]]]:
@@ -339,7 +339,8 @@ class SqliteResponseStore:
 
     async def fail_interrupted(self, message: str, salvage: Salvage | None = None) -> int:
         rows = await self.store.fetchall(
-            f"SELECT id, resource FROM or_responses WHERE status IN ({', '.join('?' * len(_ACTIVE))}) AND stored = 1",
+            "SELECT id, resource, created_at, previous_response_id FROM or_responses "
+            f"WHERE status IN ({', '.join('?' * len(_ACTIVE))}) AND stored = 1",
             _ACTIVE,
         )
         now = time.time()
@@ -349,8 +350,7 @@ class SqliteResponseStore:
                 resource = loads(row["resource"])
             except DamagedRecordError as exc:
                 report(row["id"], str(exc))
-                # created_at is unknown without the resource: the time of the repair stands in.
-                damaged = failed_resource(row["id"], now, None, str(exc))
+                damaged = failed_resource(row["id"], row["created_at"], row["previous_response_id"], str(exc))
                 updates.append((_dumps(damaged), "[]", now, row["id"]))
                 continue
             resource["status"] = "failed"

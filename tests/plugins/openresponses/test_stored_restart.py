@@ -132,5 +132,15 @@ def test_a_damaged_record_never_stops_a_restart_and_reads_as_failed(tmp_path):
             follow = client.post("/v1/responses", json={"model": "main", "input": "more",
                                                         "previous_response_id": healthy})
             assert follow.status_code == 200, follow.text
+            # Its output column is unreadable: continuing would silently drop that history.
+            refused = client.post("/v1/responses", json={"model": "main", "input": "more",
+                                                         "previous_response_id": finished})
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] == "previous_response_damaged"
+            # The repaired interrupted run is an ordinary failed response: its input still chains.
+            after_repair = client.post("/v1/responses", json={"model": "main", "input": "more",
+                                                              "previous_response_id": interrupted})
+            assert after_repair.status_code == 200, after_repair.text
+            assert _text(after_repair.json()) == "user: hi\nuser: more"
         assert "Traceback" not in log.read_text()
         assert log.read_text().count(f"stored response {finished} is damaged") == 1
