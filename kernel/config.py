@@ -74,6 +74,17 @@ class KernelSettings(_Strict):
     # The listen queue: a burst of new connections beyond it is dropped by the OS before
     # the gateway sees it (Hypercorn's default is 100). Linux caps it at net.core.somaxconn.
     backlog: int = Field(2048, ge=1, le=65535)
+    # Open client connections at once (streams included); past it a new connection gets a
+    # quick 503. Also held below the open-files limit, so accept() never fails with EMFILE.
+    max_connections: int = Field(4096, ge=1)
+    # A request head (request line and headers) must arrive within this many seconds: of
+    # the connection opening, or of its first byte on a kept-alive connection (slowloris).
+    header_timeout_seconds: float = Field(30.0, gt=0)
+    # An idle kept-alive connection is closed after this many seconds.
+    keep_alive_timeout_seconds: float = Field(75.0, gt=0)
+    # A request body must arrive in full within this many seconds of the view reading it
+    # (408 otherwise); raise it for large uploads over slow links.
+    body_timeout_seconds: float = Field(60.0, gt=0)
     # The one principal whose `x-session-key: agent:<agent>:main` is the real main session
     # (where webhooks post); "" for none. Everyone else gets a private session by that name.
     main_session_principal: str = DEFAULT_PRINCIPAL

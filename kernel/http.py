@@ -52,14 +52,27 @@ async def read_body(max_bytes: int | None = None) -> bytes:
         raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.body:
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
+    seconds = body_timeout()
+    try:
+        # A total deadline, not one per chunk: a client dripping a byte now and then must
+        # not hold a request (and its connection) open for as long as it likes.
+        async with asyncio.timeout(seconds):
+            async for chunk in request.body:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(max_bytes)
+                chunks.append(chunk)
+    except TimeoutError:
+        g.kernel_body_abandoned = True  # the rest is not worth waiting for: close the connection
+        raise ApiError(408, f"the request body did not arrive within {seconds:g} s "
+                            "([kernel] body_timeout_seconds)", code="request_timeout") from None
     g.kernel_body_read = True  # nothing left for drain_unread_body to do
     g.kernel_body_size = size
     return b"".join(chunks)
+
+
+def body_timeout() -> float:
+    return float(current_app.extensions["kernel"].settings.kernel.body_timeout_seconds)
 
 
 def _too_large(max_bytes: int) -> ApiError:
@@ -89,6 +102,8 @@ async def drain_unread_body(limit: int | None = None, seconds: float = DRAIN_SEC
     """
     if g.get("kernel_body_read"):
         return True  # read_body took it all (every JSON endpoint): no await on the hot path
+    if g.get("kernel_body_abandoned"):
+        return False
     if limit is None:
         limit = drain_limit()
     declared = declared_length()

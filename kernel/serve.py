@@ -16,8 +16,10 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 from quart import Quart
 
+from kernel import connections
 from kernel.app import get_kernel
 from kernel.auth import is_loopback_host
+from kernel.config import KernelSettings
 
 log = logging.getLogger("kernel")
 
@@ -40,16 +42,23 @@ class PortInUseError(Exception):
     """The port is taken: ``kernel serve`` says so in one line and exits non-zero."""
 
 
-def hypercorn_config(host: str, port: int, grace: float, backlog: int = 2048) -> HypercornConfig:
+def hypercorn_config(host: str, port: int, grace: float, limits: KernelSettings | None = None) -> HypercornConfig:
+    """Hypercorn's config for one bind, its connections held to ``limits`` (defaults if None)."""
+    limits = limits or KernelSettings()
     cfg = HypercornConfig()
-    cfg.backlog = backlog
+    cfg.backlog = limits.backlog
     cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     cfg.graceful_timeout = grace
     cfg.accesslog = None  # the kernel writes its own access line (with request ids, no secrets)
     # A Logger (not the default "-") so Hypercorn's messages go through logging once,
     # formatted like the kernel's, instead of through a second stderr handler.
     cfg.errorlog = logging.getLogger("hypercorn.error")
-    cfg.keep_alive_timeout = 75
+    cfg.keep_alive_timeout = limits.keep_alive_timeout_seconds
+    connections.install(cfg, connections.ConnectionGuard(
+        max_connections=connections.connection_cap(limits.max_connections, open_files_limit()),
+        header_timeout=limits.header_timeout_seconds,
+        keep_alive_timeout=limits.keep_alive_timeout_seconds,
+    ))
     return cfg
 
 
@@ -68,11 +77,22 @@ def announce_token(app: Quart, host: str, port: int) -> None:
         )
 
 
-def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+# What asyncio's accept loop reports when accept() fails for lack of descriptors or memory
+# (EMFILE, ENFILE, ENOBUFS, ENOMEM); it retries every second, and so would the log line.
+ACCEPT_FAILED_MESSAGE = "socket.accept() out of system resource"
+_accept_failures = connections.ThrottledLog(log)
+
+
+def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
     # Python < 3.12.1 logs a cancelled connection task at shutdown as an ERROR with a
     # traceback (CPython gh-113538); a connection cancelled at shutdown is not an error.
-    if isinstance(context.get("exception"), asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError):
         log.debug("ignored at shutdown: %s", context.get("message"))
+        return
+    if context.get("message") == ACCEPT_FAILED_MESSAGE:
+        _accept_failures.warning("accept", "cannot accept connections: %s (lower [kernel] max_connections "
+                                 "or raise the open-files limit)", exc)
         return
     loop.default_exception_handler(context)
 
@@ -98,6 +118,11 @@ def raise_open_files_limit() -> None:
         log.info("open-files limit raised from %s to %s", soft, hard)
 
 
+def open_files_limit() -> int | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 async def serve(app: Quart, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM, then drain: streams get the grace period to finish."""
     check_bind(app, host)
@@ -105,7 +130,7 @@ async def serve(app: Quart, host: str, port: int) -> None:
     grace = kernel.settings.kernel.shutdown_grace_seconds
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_quiet_cancelled)
+    loop.set_exception_handler(_loop_exception_handler)
 
     def on_signal() -> None:
         kernel.begin_shutdown()
@@ -116,11 +141,15 @@ async def serve(app: Quart, host: str, port: int) -> None:
             loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    config = hypercorn_config(host, port, grace, kernel.settings.kernel.backlog)
+    raise_open_files_limit()
+    config = hypercorn_config(host, port, grace, kernel.settings.kernel)
     # Bind before Hypercorn runs the app's startup: a busy port then fails at once, before
     # plugins start threads that would keep a failed process alive (it used to hang).
     sockets = bind_sockets(config, port)
-    raise_open_files_limit()
+    guard = connections.guard_of(config)
+    if guard is not None and guard.max_connections < kernel.settings.kernel.max_connections:
+        log.warning("max_connections lowered from %s to %s to stay within the open-files limit (%s)",
+                    kernel.settings.kernel.max_connections, guard.max_connections, open_files_limit())
     announce_token(app, host, port)
     log.info("serving on http://%s:%s (plugins: %s)", host, port,
              ", ".join(sorted(n for n, r in kernel.plugins.items() if r.enabled)) or "none")

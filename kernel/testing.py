@@ -84,8 +84,9 @@ def serve_in_thread(app: Quart, host: str = "127.0.0.1") -> Iterator[str]:
     async def main() -> None:
         nonlocal stop
         stop = asyncio.Event()
-        grace = app.extensions["kernel"].settings.kernel.shutdown_grace_seconds
-        await serve(app, hypercorn_config(host, port, min(grace, 2.0)), shutdown_trigger=stop.wait)
+        limits = app.extensions["kernel"].settings.kernel
+        await serve(app, hypercorn_config(host, port, min(limits.shutdown_grace_seconds, 2.0), limits),
+                    shutdown_trigger=stop.wait)
 
     def run() -> None:
         asyncio.set_event_loop(loop)

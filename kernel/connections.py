@@ -1,0 +1,218 @@
+"""Connection hygiene under Hypercorn: a connection cap, header deadlines, prompt closes.
+
+Hypercorn's asyncio ``TCPServer`` gives every connection an idle timer (the keep-alive
+timeout) and, on its own, has three gaps that a hostile or merely careless client finds:
+
+* **CLOSE-WAIT**: when the client closes an idle keep-alive connection, the server keeps
+  its end open until the idle timer fires (the timer task holds the connection's task
+  group open), so every one-shot client leaves a descriptor behind for the whole
+  keep-alive timeout: 200 clients, 200 sockets in CLOSE-WAIT for 75 s.
+* **No connection cap**: past the open-files limit, ``accept`` fails with EMFILE and
+  every client, including the health check, is stuck in the listen queue.
+* **Slowloris**: the idle timer is the only deadline for a request's head; a client that
+  drips a header byte now and then holds its connection for the whole keep-alive time.
+
+:class:`GatewayTCPServer` closes those gaps in the one place that sees every connection.
+``worker_serve`` builds its connection handler from the name ``TCPServer`` in
+``hypercorn.asyncio.run``; :func:`install` points that name at the subclass, which
+behaves exactly like Hypercorn's own for a config that carries no :class:`ConnectionGuard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from ssl import SSLError
+from typing import Any
+
+import hypercorn.asyncio.run as hypercorn_run
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData, Updated
+
+log = logging.getLogger("kernel.connections")
+
+# The attribute of a Hypercorn Config that carries the guard (absent: Hypercorn's behaviour).
+GUARD_ATTRIBUTE = "kernel_connection_guard"
+# How long a refused connection may keep sending its request before it is closed: reading
+# it first lets the client see the 503 instead of a reset.
+REFUSAL_DRAIN_SECONDS = 1.0
+REFUSAL_DRAIN_BYTES = 64 * 1024
+# Descriptors kept for everything that is not a client connection (store, model, logs).
+FD_RESERVE = 128
+REFUSAL_BODY = json.dumps({"error": {
+    "message": "the gateway has reached its connection limit ([kernel] max_connections); retry shortly",
+    "type": "server_error", "param": None, "code": "too_many_connections",
+}}).encode()
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    b"connection: close\r\ncontent-length: " + str(len(REFUSAL_BODY)).encode() + b"\r\n\r\n" + REFUSAL_BODY
+)
+
+
+class ThrottledLog:
+    """Log a recurring condition at most once per ``interval``, with how often it happened."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, message: str, *args: Any) -> bool:
+        """Log ``message`` unless ``key`` was logged less than ``interval`` ago; True if logged."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            message += " (%d more since the last such line)"
+            args = (*args, suppressed)
+        self.logger.warning(message, *args)
+        return True
+
+
+@dataclass
+class ConnectionGuard:
+    """The limits every connection of one server is held to, and the count of open ones."""
+
+    max_connections: int
+    header_timeout: float
+    keep_alive_timeout: float
+    open: int = 0
+    refused: int = 0
+    head_timeouts: int = 0
+    throttled: ThrottledLog = field(default_factory=lambda: ThrottledLog(log))
+
+
+class GatewayTCPServer(TCPServer):
+    """Hypercorn's TCPServer with the guard's cap and deadlines, closing on the client's EOF."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard: ConnectionGuard | None = getattr(self.config, GUARD_ATTRIBUTE, None)
+        # Set when the first byte of a request head arrives on an idle connection.
+        self._head_started = asyncio.Event()
+        self._fresh = True  # no request received yet on this connection
+
+    async def run(self) -> None:
+        guard = self.guard
+        if guard is None:
+            await super().run()
+            return
+        if guard.open >= guard.max_connections:
+            guard.refused += 1
+            guard.throttled.warning(
+                "cap", "refusing connections with 503: %d are open, the limit is [kernel] max_connections = %d",
+                guard.open, guard.max_connections)
+            await self._refuse()
+            return
+        guard.open += 1
+        try:
+            await super().run()
+        finally:
+            guard.open -= 1
+
+    async def _refuse(self) -> None:
+        # Read (and drop) what the client sends first: closing with unread bytes would make
+        # its TCP stack report a reset instead of the 503.
+        try:
+            async with asyncio.timeout(REFUSAL_DRAIN_SECONDS):
+                received = b""
+                while b"\r\n\r\n" not in received and len(received) < REFUSAL_DRAIN_BYTES:
+                    chunk = await self.reader.read(REFUSAL_DRAIN_BYTES)
+                    if not chunk:
+                        break
+                    received += chunk
+            self.writer.write(REFUSAL)
+            await self.writer.drain()
+        except (TimeoutError, OSError, RuntimeError):
+            pass
+        finally:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except (OSError, RuntimeError):
+                pass
+
+    async def _read_data(self) -> None:
+        if self.guard is None:
+            await super()._read_data()
+            return
+        # Hypercorn's loop, plus a note of when a request head starts arriving.
+        while not self.reader.at_eof():
+            try:
+                data = await asyncio.wait_for(self.reader.read(2**16), self.config.read_timeout)
+            except (ConnectionError, OSError, TimeoutError, SSLError):
+                break
+            if data:
+                self._head_started.set()
+            await self.protocol.handle(RawData(data))
+        await self.protocol.handle(Closed())
+        # The client is gone: stop the idle timer now instead of holding the socket open
+        # (in CLOSE-WAIT) until it fires. A request still in flight was told by Closed().
+        await self.idle_task.stop()
+
+    async def protocol_send(self, event: Any) -> None:
+        if self.guard is not None and isinstance(event, Updated):
+            # A new idle period (between requests) starts with no head bytes seen; a request
+            # head completing ends the idle period (and its timer) in Hypercorn itself.
+            self._head_started.clear()
+            if not event.idle:
+                self._fresh = False
+        await super().protocol_send(event)
+
+    async def _idle_timeout(self) -> None:
+        guard = self.guard
+        if guard is None:
+            await super()._idle_timeout()
+            return
+        terminated = asyncio.ensure_future(self.context.terminated.wait())
+        try:
+            if self._fresh:
+                # A new connection has the header timeout to deliver its first request head.
+                await asyncio.wait({terminated}, timeout=guard.header_timeout)
+            else:
+                # Between requests: the keep-alive timeout for the next head to begin, then
+                # the header timeout for it to complete.
+                head = asyncio.ensure_future(self._head_started.wait())
+                try:
+                    await asyncio.wait({terminated, head}, timeout=guard.keep_alive_timeout,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    head.cancel()
+                if not terminated.done() and self._head_started.is_set():
+                    await asyncio.wait({terminated}, timeout=guard.header_timeout)
+            if not terminated.done() and self._head_started.is_set():
+                guard.head_timeouts += 1
+                guard.throttled.warning(
+                    "head", "closed a connection whose request head did not arrive within "
+                    "[kernel] header_timeout_seconds = %s", guard.header_timeout)
+        finally:
+            terminated.cancel()
+        await asyncio.shield(self._initiate_server_close())
+
+
+def connection_cap(configured: int, open_files: int | None) -> int:
+    """``configured``, held low enough that accept() and upstream sockets never run out of
+    descriptors: half of what the open-files limit leaves after a reserve (each client
+    connection may hold an upstream connection too)."""
+    if open_files is None:
+        return configured
+    return min(configured, max(16, (open_files - FD_RESERVE) // 2))
+
+
+def guard_of(config: HypercornConfig) -> ConnectionGuard | None:
+    return getattr(config, GUARD_ATTRIBUTE, None)
+
+
+def install(config: HypercornConfig, guard: ConnectionGuard) -> None:
+    """Serve ``config``'s connections through :class:`GatewayTCPServer`, held to ``guard``."""
+    setattr(config, GUARD_ATTRIBUTE, guard)
+    hypercorn_run.TCPServer = GatewayTCPServer  # type: ignore[misc]
