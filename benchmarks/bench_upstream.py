@@ -44,9 +44,11 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from sidebyside import HOST, TOKEN, build_request, serve, start_server, stop_servers  # noqa: E402
 
-Timing = tuple[float, float]  # (seconds to first text, seconds to end of stream)
+Timing = tuple[float, float, float]  # seconds to the first body byte, to the first text, to the end
 MARKER = b"word0"  # the first word of every answer, upstream and echo alike
-COLUMNS = ("direct", "gateway", "echo")
+# "stored" (responses only): the gateway+fake column with `store: true`, whose first byte
+# must not wait for the database.
+COLUMNS = ("direct", "gateway", "stored", "echo")
 
 
 # --------------------------------------------------------------------------- servers
@@ -123,9 +125,10 @@ class KeepAlive:
         self.file = self.sock.makefile("rb")
 
     def timed(self, request: bytes) -> Timing:
-        """Send ``request``, read the whole answer; time the first :data:`MARKER` and the end."""
+        """Send ``request``, read the whole answer; time the first byte, the first :data:`MARKER`, the end."""
         start = time.perf_counter()
         first: float | None = None
+        first_byte: float | None = None
         self.sock.sendall(request)
         status = self.file.readline()
         head = b""
@@ -137,6 +140,8 @@ class KeepAlive:
         if b"transfer-encoding: chunked" in head:
             while size := int(self.file.readline().split(b";")[0], 16):
                 data = self.file.read(size + 2)[:-2]
+                if first_byte is None:
+                    first_byte = time.perf_counter()
                 if first is None and MARKER in tail + data:
                     first = time.perf_counter()
                 tail = data[-len(MARKER):]
@@ -146,7 +151,7 @@ class KeepAlive:
             if MARKER in self.file.read(length):
                 first = time.perf_counter()
         end = time.perf_counter()
-        return (first or end) - start, end - start
+        return (first_byte or first or end) - start, (first or end) - start, end - start
 
     def close(self) -> None:
         self.file.close()
@@ -170,6 +175,10 @@ def cpu_ns(pid: int) -> int:
 # --------------------------------------------------------------------------- measuring
 
 
+def columns_for(endpoint: str) -> tuple[str, ...]:
+    return COLUMNS if endpoint == "responses" else tuple(c for c in COLUMNS if c != "stored")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -182,23 +191,25 @@ def measure(args: argparse.Namespace, endpoint: str, upstream: str, gateway_port
     prompt = "Say twenty words."
     echo_prompt = " ".join(f"word{i}" for i in range(args.pieces))
 
-    def gateway_request(agent: str, text: str) -> bytes:
+    def gateway_request(agent: str, text: str, store: bool = False) -> bytes:
         if endpoint == "chat":
             return build_request("/v1/chat/completions", gateway_port, {
                 "model": f"agent:{agent}", "messages": [{"role": "user", "content": text}], "stream": True})
         return build_request("/v1/responses", gateway_port, {
-            "model": f"agent:{agent}", "input": text, "stream": True, "store": False})
+            "model": f"agent:{agent}", "input": text, "stream": True, "store": store})
 
     direct = build_request("/v1/chat/completions", upstream_port, {
         "model": "fake-model", "messages": [{"role": "user", "content": prompt}], "stream": True,
         "stream_options": {"include_usage": True}})
     requests = {"direct": direct, "gateway": gateway_request("main", prompt),
+                "stored": gateway_request("main", prompt, store=True),
                 "echo": gateway_request("echo", echo_prompt)}
-    conns = {"direct": KeepAlive(upstream_port), "gateway": KeepAlive(gateway_port), "echo": KeepAlive(gateway_port)}
+    columns = columns_for(endpoint)
+    conns = {name: KeepAlive(upstream_port if name == "direct" else gateway_port) for name in columns}
     calls: dict[str, Callable[[], Timing]] = {
-        name: (lambda c=conns[name], r=requests[name]: c.timed(r)) for name in COLUMNS}
-    timings: dict[str, list[Timing]] = {name: [] for name in COLUMNS}
-    cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(pids, 0.0) for name in COLUMNS}
+        name: (lambda c=conns[name], r=requests[name]: c.timed(r)) for name in columns}
+    timings: dict[str, list[Timing]] = {name: [] for name in columns}
+    cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(pids, 0.0) for name in columns}
     try:
         for _ in range(args.warmup):
             for call in calls.values():
@@ -222,30 +233,41 @@ def report(endpoint: str, pieces: int, timings: dict[str, list[Timing]], cpu: di
     n = len(timings["gateway"])
     summary: dict[str, dict[str, float]] = {}
     for name, values in timings.items():
-        firsts = [t[0] * 1000 for t in values]
-        totals = [t[1] * 1000 for t in values]
-        summary[name] = {"first_median": statistics.median(firsts), "first_p90": percentile(firsts, 0.9),
-                         "total_median": statistics.median(totals), "total_p90": percentile(totals, 0.9)}
+        figures: dict[str, float] = {}
+        for index, what in enumerate(("byte", "first", "total")):
+            ms = [t[index] * 1000 for t in values]
+            figures[f"{what}_median"], figures[f"{what}_p90"] = statistics.median(ms), percentile(ms, 0.9)
+        summary[name] = figures
     d, g, e = summary["direct"], summary["gateway"], summary["echo"]
+    stored = summary.get("stored")
     path = "/v1/chat/completions" if endpoint == "chat" else "/v1/responses"
     print(f"openai_upstream added latency: {n} streamed requests per column, {pieces} text chunks each, "
           f"gateway surface {path}")
-    print(f"{'ms':27}{'fake direct':>13}{'gateway+fake':>14}{'added':>9}{'ratio':>8}{'gateway+echo':>14}")
-    for key, title in [("first_median", "first text, median"), ("first_p90", "first text, p90"),
+    header = f"{'ms':27}{'fake direct':>13}{'gateway+fake':>14}{'added':>9}{'ratio':>8}"
+    header += f"{'store:true':>12}{'store cost':>12}" if stored else ""
+    print(header + f"{'gateway+echo':>14}")
+    for key, title in [("byte_median", "first byte, median"), ("byte_p90", "first byte, p90"),
+                       ("first_median", "first text, median"), ("first_p90", "first text, p90"),
                        ("total_median", "whole stream, median"), ("total_p90", "whole stream, p90")]:
-        print(f"{title:27}{d[key]:>13.2f}{g[key]:>14.2f}{g[key] - d[key]:>9.2f}{g[key] / d[key]:>7.1f}x"
-              f"{e[key]:>14.2f}")
-    print("added = gateway+fake - fake direct; gateway+echo is the same gateway path with no upstream hop.")
+        line = f"{title:27}{d[key]:>13.2f}{g[key]:>14.2f}{g[key] - d[key]:>9.2f}{g[key] / d[key]:>7.1f}x"
+        line += f"{stored[key]:>12.2f}{stored[key] - g[key]:>12.2f}" if stored else ""
+        print(line + f"{e[key]:>14.2f}")
+    print("added = gateway+fake - fake direct; store cost = the same with store: true - store: false;"
+          " gateway+echo is the same gateway path with no upstream hop.")
     us = {name: {server: ns / 1000 for server, ns in by_server.items()} for name, by_server in cpu.items()}
     print(f"server CPU per request (us): fake direct: fake {us['direct']['fake']:.0f}; "
           f"gateway+fake: gateway {us['gateway']['gateway']:.0f} + fake {us['gateway']['fake']:.0f}; "
           f"gateway+echo: gateway {us['echo']['gateway']:.0f}")
-    print(json.dumps({"requests": n, "pieces": pieces, "endpoint": endpoint,
-                      "added_ms_median_first": round(g["first_median"] - d["first_median"], 2),
-                      "added_ms_median_total": round(g["total_median"] - d["total_median"], 2),
-                      "echo_ms_median_total": round(e["total_median"], 2),
-                      "gateway_cpu_us_upstream": round(us["gateway"]["gateway"]),
-                      "gateway_cpu_us_echo": round(us["echo"]["gateway"])}))
+    headline = {"requests": n, "pieces": pieces, "endpoint": endpoint,
+                "added_ms_median_first": round(g["first_median"] - d["first_median"], 2),
+                "added_ms_median_total": round(g["total_median"] - d["total_median"], 2),
+                "stream_speed_vs_direct": round(d["total_median"] / g["total_median"], 2),
+                "echo_ms_median_total": round(e["total_median"], 2),
+                "gateway_cpu_us_upstream": round(us["gateway"]["gateway"]),
+                "gateway_cpu_us_echo": round(us["echo"]["gateway"])}
+    if stored:
+        headline["store_true_first_byte_cost_ms"] = round(stored["byte_median"] - g["byte_median"], 2)
+    print(json.dumps(headline))
 
 
 def main() -> None:

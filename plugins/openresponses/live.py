@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from plugins.openresponses.builder import Event, ResponseBuilder
@@ -32,7 +32,7 @@ class LiveResponse:
     """One running stored response: its builder, run, owner, and the writer persisting it."""
 
     def __init__(self, builder: ResponseBuilder, run: Run, *, owner: str, background: bool,
-                 store: ResponseStore, max_bytes: int, stored_bytes: int,
+                 store: ResponseStore, max_bytes: int, recorded: Awaitable[int],
                  on_settled: Callable[[LiveResponse], None]) -> None:
         self.builder = builder
         self.run = run
@@ -41,7 +41,11 @@ class LiveResponse:
         self.settled = asyncio.Event()  # set once the final resource is in the store
         self._store = store
         self._max_bytes = max_bytes
-        self._bytes = stored_bytes
+        # The record's insert, still committing when the stream starts: its first byte must
+        # not wait for the database. Readers of the id find this live entry (or wait for the
+        # insert); the event log's rows, which need the record, are written after it.
+        self._recorded = recorded
+        self._bytes = 0
         self._pending: list[Event] = []
         self._wakeup = asyncio.Event()
         self._follower: EventFollower | None = None
@@ -73,6 +77,8 @@ class LiveResponse:
 
     async def _write(self) -> None:
         try:
+            self._bytes = await self._recorded
+            await self._check_size()
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()

@@ -161,9 +161,10 @@ class PersistentResponses(StoredResponses):
             raise ValueError("a streamed or background response needs its run to be followed")
         builder.record_events = True
         record.resource = {**builder.resource(), "status": record.status}
-        written = await self.writer.submit(record)  # the event log's rows need it
+        # Not awaited: the live entry answers reads until the record is in (see LiveResponse).
+        recorded = self.writer.submit(record)
         live = LiveResponse(builder, run, owner=owner, background=request.background, store=self.store,
-                            max_bytes=self.settings.max_stored_bytes, stored_bytes=written,
+                            max_bytes=self.settings.max_stored_bytes, recorded=recorded,
                             on_settled=self.live.forget)
         self.live.add(live)
         live.listen()
