@@ -1,4 +1,5 @@
-"""Connection hygiene under Hypercorn: a connection cap, header deadlines, prompt closes.
+"""Connection hygiene under Hypercorn: a connection cap, header deadlines, prompt closes,
+and one ``send`` per loop iteration instead of one per piece of a response.
 
 Hypercorn's asyncio ``TCPServer`` gives every connection an idle timer (the keep-alive
 timeout) and, on its own, has three gaps that a hostile or merely careless client finds:
@@ -41,6 +42,8 @@ GUARD_ATTRIBUTE = "kernel_connection_guard"
 # it first lets the client see the 503 instead of a reset.
 REFUSAL_DRAIN_SECONDS = 1.0
 REFUSAL_DRAIN_BYTES = 64 * 1024
+# Queued outgoing bytes past this are written at once rather than at the end of the iteration.
+COALESCE_FLUSH_BYTES = 64 * 1024
 # Descriptors kept for everything that is not a client connection (store, model, logs).
 FD_RESERVE = 128
 REFUSAL_BODY = json.dumps({"error": {
@@ -100,6 +103,9 @@ class GatewayTCPServer(TCPServer):
         # Set when the first byte of a request head arrives on an idle connection.
         self._head_started = asyncio.Event()
         self._fresh = True  # no request received yet on this connection
+        # Outgoing bytes of this loop iteration, written in one send (see protocol_send).
+        self._unsent: list[bytes] = []
+        self._unsent_bytes = 0
 
     async def run(self) -> None:
         guard = self.guard
@@ -160,13 +166,57 @@ class GatewayTCPServer(TCPServer):
         await self.idle_task.stop()
 
     async def protocol_send(self, event: Any) -> None:
-        if self.guard is not None and isinstance(event, Updated):
+        if self.guard is None:
+            await super().protocol_send(event)
+            return
+        if isinstance(event, RawData):
+            await self._send_coalesced(event.data)
+            return
+        if isinstance(event, Updated):
             # A new idle period (between requests) starts with no head bytes seen; a request
             # head completing ends the idle period (and its timer) in Hypercorn itself.
             self._head_started.clear()
             if not event.idle:
                 self._fresh = False
         await super().protocol_send(event)
+
+    async def _send_coalesced(self, data: bytes) -> None:
+        """Queue ``data`` for one write at the end of this loop iteration.
+
+        Hypercorn writes every piece (a response head, each body chunk, the final empty
+        chunk) with its own ``send`` syscall: a streamed answer of 1,000 events cost 1,000
+        sends, a third of the gateway's CPU. Pieces produced in the same iteration now
+        leave in one send; each stays its own HTTP chunk, so nothing changes on the wire
+        but the packet boundaries. Back-pressure is Hypercorn's: past the transport's
+        high-water mark the sender waits in ``drain``.
+        """
+        if not self._unsent:
+            self.loop.call_soon(self._flush)
+        self._unsent.append(data)
+        self._unsent_bytes += len(data)
+        try:
+            if self._unsent_bytes >= COALESCE_FLUSH_BYTES:
+                self._flush()
+            await self.writer.drain()  # raises once the client is gone; waits while its buffer is full
+        except (ConnectionError, RuntimeError):
+            await self.protocol.handle(Closed())
+
+    def _flush(self) -> None:
+        if not self._unsent:
+            return
+        data = b"".join(self._unsent) if len(self._unsent) > 1 else self._unsent[0]
+        self._unsent.clear()
+        self._unsent_bytes = 0
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def _close(self) -> None:
+        self._flush()  # what the app sent goes out before the end of the stream
+        await super()._close()
+
+    async def _initiate_server_close(self) -> None:
+        self._flush()
+        await super()._initiate_server_close()
 
     async def _idle_timeout(self) -> None:
         guard = self.guard
