@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--profile", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "bare":
-        return serve(bare_app(), args.port)
+        return serve(bare_app(), args.port, bare=True)
     if args.serve == "gateway":
         Path(args.state).mkdir(parents=True, exist_ok=True)
         return serve(gateway_app(args.upstream, Path(args.state)), args.port)

@@ -54,7 +54,7 @@ COLUMNS = ("direct", "gateway", "stored", "echo")
 # --------------------------------------------------------------------------- servers
 
 
-def serve_fake(pieces: int) -> None:
+def serve_fake(pieces: int, delay: float = 0.0) -> None:
     """Child process: the fake upstream, answering every request with the same stream.
 
     The fake serves from its own thread; this main thread only blocks on stdin (no
@@ -62,7 +62,7 @@ def serve_fake(pieces: int) -> None:
     """
     from testsupport.fake_openai import FakeOpenAI, stream_reply, text_chunks, usage
 
-    reply = stream_reply(text_chunks(*[f"word{i} " for i in range(pieces)], usage_=usage(20, pieces)))
+    reply = stream_reply(text_chunks(*[f"word{i} " for i in range(pieces)], usage_=usage(20, pieces)), delay=delay)
     with FakeOpenAI(default=reply) as fake:
         print(fake.base_url, flush=True)
         sys.stdin.read()
@@ -83,9 +83,10 @@ def gateway_app(upstream: str, plugin: str, state_dir: Path) -> Any:
     return build_app(config, state_dir / "plugins.toml")
 
 
-def start_fake(pieces: int) -> tuple[subprocess.Popen[str], str]:
-    """Start this script as the fake upstream; return the process and its base URL."""
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", "fake", "--pieces", str(pieces)],
+def start_fake(pieces: int, delay: float = 0.0) -> tuple[subprocess.Popen[str], str]:
+    """Start this script as the fake upstream (``delay`` s between pieces); return it and its URL."""
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "fake", "--pieces", str(pieces),
+                             "--delay", str(delay)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
@@ -281,6 +282,7 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR", help="run the gateway under cProfile; write "
                         "DIR/gateway.pstats (latency figures are then not comparable)")
     parser.add_argument("--serve", choices=["fake", "gateway"], help=argparse.SUPPRESS)
+    parser.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -289,7 +291,7 @@ def main() -> None:
     endpoint = args.endpoint or ("chat" if endpoint_available("chat_completions") else "responses")
     plugin = {"chat": "chat_completions", "responses": "openresponses"}[endpoint]
     if args.serve == "fake":
-        return serve_fake(args.pieces)
+        return serve_fake(args.pieces, args.delay)
     if args.serve == "gateway":
         profile_to = Path(args.profile) / "gateway.pstats" if args.profile else None
         return serve(gateway_app(args.upstream, plugin, Path(args.state)), args.port, profile_to)

@@ -90,16 +90,28 @@ def kernel_app(plugin: str, state_dir: Path) -> Any:
     return create_app(settings_from_dict(config, state_dir / "plugins.toml"))
 
 
-def serve(app: Any, port: int, profile_to: Path | None = None) -> None:
-    """Child-process entry: serve ``app`` until SIGTERM (under cProfile if ``profile_to``)."""
+def serve(app: Any, port: int, profile_to: Path | None = None, *, bare: bool = False) -> None:
+    """Child-process entry: serve ``app`` until SIGTERM (under cProfile if ``profile_to``).
+
+    ``bare`` serves with Hypercorn's own defaults (the floor), else with the kernel's
+    Hypercorn config and connection handling, as ``kernel serve`` does.
+    """
     from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
 
     from kernel.serve import hypercorn_config
 
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await hypercorn_serve(app, hypercorn_config(HOST, port, 1.0), shutdown_trigger=stop.wait)
+        if bare:
+            config = Config()
+            config.bind = [f"{HOST}:{port}"]
+            config.accesslog = None
+        else:
+            config = hypercorn_config(HOST, port, 1.0)
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+
 
     if profile_to is None:
         asyncio.run(main())
@@ -306,7 +318,7 @@ def run(spec: SideBySide, script: str, description: str) -> int:
     if args.serve:
         app = kernel_app(spec.plugin, Path(args.state)) if args.serve == "kernel" else spec.bare_app()
         profile_to = Path(args.profile) / f"{args.serve}.pstats" if args.profile else None
-        serve(app, args.port, profile_to)
+        serve(app, args.port, profile_to, bare=args.serve == "bare")
         return 0
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,16 @@ class ConnectionGuard:
     throttled: ThrottledLog = field(default_factory=lambda: ThrottledLog(log))
 
 
+class _FinishedProtocol:
+    """Stands in for the protocol of a connection whose ``run`` has returned."""
+
+    async def handle(self, event: Any) -> None:
+        return None
+
+
+_FINISHED = _FinishedProtocol()
+
+
 class GatewayTCPServer(TCPServer):
     """Hypercorn's TCPServer with the guard's cap and deadlines, closing on the client's EOF."""
 
@@ -124,6 +134,26 @@ class GatewayTCPServer(TCPServer):
             await super().run()
         finally:
             guard.open -= 1
+            self._release()
+
+    def _release(self) -> None:
+        """Break the reference cycle a finished connection leaves behind.
+
+        Hypercorn's protocol holds this server's bound ``protocol_send`` and this server
+        holds the protocol, so a closed connection (about 200 objects with its stream and
+        task group) waited for a full garbage collection; under bursts, rounds of dead
+        connections freed late and in bulk left CPython's memory pools fragmented and RSS
+        climbing (benchmarks/bench_memory.py). A task of the app may still be finishing
+        (a shutdown cancels it), so the protocol is swapped for one that ignores events
+        rather than removed.
+        """
+        self.protocol = _FINISHED  # type: ignore[assignment]
+        self.__dict__.pop("_task_group", None)
+        # asyncio's socket transport keeps its own bound read callback (CPython 3.11-3.13),
+        # a cycle holding the stream reader and protocol; a closed transport never reads again.
+        transport = self.writer.transport
+        if transport.is_closing():
+            vars(transport).pop("_read_ready_cb", None)
 
     async def _refuse(self) -> None:
         # Read (and drop) what the client sends first: closing with unread bytes would make

@@ -20,6 +20,7 @@ from kernel import connections
 from kernel.app import get_kernel
 from kernel.auth import is_loopback_host
 from kernel.config import KernelSettings
+from kernel.memory import heap_keeper
 
 log = logging.getLogger("kernel")
 
@@ -153,6 +154,7 @@ async def serve(app: Quart, host: str, port: int) -> None:
     announce_token(app, host, port)
     log.info("serving on http://%s:%s (plugins: %s)", host, port,
              ", ".join(sorted(n for n, r in kernel.plugins.items() if r.enabled)) or "none")
-    await worker_serve(wrap_app(app, config.wsgi_max_body_size, None), config, sockets=sockets,
-                       shutdown_trigger=stop.wait)
+    async with heap_keeper():
+        await worker_serve(wrap_app(app, config.wsgi_max_body_size, None), config, sockets=sockets,
+                           shutdown_trigger=stop.wait)
     log.info("stopped")

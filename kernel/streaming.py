@@ -94,8 +94,45 @@ class _Once:
             callback()
 
 
+class _SilenceWatch:
+    """One timer per stream that puts a ping in ``queue`` after ``interval`` s without a chunk.
+
+    The timer is re-armed only when it fires (a chunk just records the time), so a chatty
+    stream costs no timer per chunk. A class rather than a closure that re-schedules
+    itself by name: such a closure is a reference cycle, and a thousand streams' worth of
+    them waited for the garbage collector.
+    """
+
+    def __init__(self, queue: asyncio.Queue[Any], interval: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue
+        self._interval = interval
+        self.last_chunk = self._loop.time()
+        self._timer = self._loop.call_at(self.last_chunk + interval, self._fire)
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        if now - self.last_chunk >= self._interval:
+            if self._queue.empty():  # the consumer is waiting: a ping wakes it
+                self._queue.put_nowait(PING)
+            self.last_chunk = now  # (a full queue means a busy consumer, not silence)
+        self._timer = self._loop.call_at(self.last_chunk + self._interval, self._fire)
+
+    def chunk_sent(self) -> None:
+        self.last_chunk = self._loop.time()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+
 async def with_keepalive(source: AsyncIterator[bytes], interval: float = KEEPALIVE_SECONDS) -> AsyncIterator[bytes]:
-    """Yield ``source``'s chunks, inserting a ping comment after ``interval`` s of silence."""
+    """Yield ``source``'s chunks, inserting a ping comment after ``interval`` s of silence.
+
+    The source is read by its own task into a queue, so a ping never interrupts (cancels)
+    a read of the source. Silence is watched by one timer per stream (:class:`_SilenceWatch`)
+    rather than by a timeout around every read: with a thousand slow streams, a timer per
+    token was a large share of the gateway's CPU.
+    """
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
 
     async def pump() -> None:
@@ -113,25 +150,18 @@ async def with_keepalive(source: AsyncIterator[bytes], interval: float = KEEPALI
                 await queue.put(_END)
 
     task = asyncio.get_running_loop().create_task(pump())
+    watch = _SilenceWatch(queue, interval)
     try:
         while True:
-            # Fast path first: a chatty source must not pay for a timer per chunk (wait_for
-            # wraps every get in a new task, ~30 us per chunk on Python 3.11).
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                try:
-                    async with asyncio.timeout(interval):
-                        item = await queue.get()
-                except TimeoutError:
-                    yield PING
-                    continue
+            item = await queue.get()
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
+            watch.chunk_sent()
             yield item
     finally:
+        watch.stop()
         task.cancel()
         try:
             await task

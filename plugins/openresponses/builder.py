@@ -315,6 +315,10 @@ class ResponseBuilder:
     def _terminal(self, kind: str) -> None:
         self.done = True
         self._lifecycle(kind)
+        # No event follows the terminal one. The listeners (followers, the store) point back
+        # at this builder: letting go of them breaks that cycle, so a finished response is
+        # freed by reference counting instead of waiting for a full garbage collection.
+        self.listeners = []
 
     # ------------------------------------------------------------------ emitting
 

@@ -67,7 +67,8 @@ class LiveResponse:
     def listen(self) -> None:
         """Start persisting: every event from now on (and the builder's earlier ones) is written."""
         self._pending.extend(self.builder.events)
-        self.builder.listeners.append(self._on_event)
+        if not self.builder.done:  # a done builder has all its events and lets go of listeners
+            self.builder.listeners.append(self._on_event)
         self._task = asyncio.get_running_loop().create_task(self._write(), name=f"store-{self.id}")
         self._wakeup.set()
 

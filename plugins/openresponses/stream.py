@@ -79,7 +79,8 @@ class EventFollower:
     def __init__(self, builder: ResponseBuilder) -> None:
         self.builder = builder
         self._changed = asyncio.Event()
-        builder.listeners.append(lambda _event: self._changed.set())
+        if not builder.done:  # a done builder has all its events and lets go of listeners
+            builder.listeners.append(lambda _event: self._changed.set())
 
     async def follow(self, after: int = -1) -> AsyncIterator[Event]:
         """Events with ``sequence_number > after``, then live ones, up to the terminal event."""

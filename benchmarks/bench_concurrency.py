@@ -1,0 +1,156 @@
+"""A thousand slow streams at once against one stream at a time, through a real ``kernel serve``.
+
+The fake OpenAI upstream streams ``--pieces`` tokens ``--delay`` seconds apart (a model
+decoding at 1/delay tokens/s). The gateway (``/v1/responses``, openai_upstream -> fake,
+``max_concurrency = 1100``) serves:
+
+1. ``--single`` streams one after another: the gateway's CPU per streamed token alone;
+2. ``--streams`` (1,000) streams opened in one burst and read to the end at once: CPU per
+   token under load (target: at most 2x the single figure), how long the streams took
+   against their nominal length (pieces x delay), how many failed;
+3. while (2) runs: the kernel's listen-queue overflows (``ListenOverflows`` in
+   /proc/net/netstat, counted system-wide, so run it on an otherwise quiet machine) and
+   the upstream connect timeouts the gateway logged (targets: both 0).
+
+CPU is read from /proc (all threads of the gateway), so it is steadier than wall time on
+a busy machine. Each figure is printed for every one of ``--rounds`` rounds.
+
+    .venv/bin/python benchmarks/bench_concurrency.py [--streams 1000] [--pieces 40] [--delay 0.05] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
+
+from bench_memory import start_gateway  # noqa: E402
+from bench_upstream import cpu_ns, start_fake, stop_fake  # noqa: E402
+from sidebyside import HOST, build_request  # noqa: E402
+
+DELTA = b"response.output_text.delta"
+DONE = b"response.completed"
+
+
+def listen_overflows() -> int:
+    """The system's TCP listen-queue overflow count so far (0 where /proc/net/netstat is missing)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
+async def one_stream(port: int, request: bytes) -> tuple[int, float, bool]:
+    """Stream one response to its end: (text deltas seen, seconds taken, completed)."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(HOST, port)
+    deltas, tail, completed = 0, b"", False
+    try:
+        writer.write(request)
+        while data := await reader.read(65536):
+            window = tail + data
+            deltas += window.count(DELTA) - tail.count(DELTA)
+            completed = completed or DONE in window
+            tail = data[-64:]
+    finally:
+        writer.close()
+    return deltas, time.perf_counter() - started, completed
+
+
+def stream_request(port: int, index: int) -> bytes:
+    request = build_request("/v1/responses", port, {"model": "agent:main", "input": f"stream {index}",
+                                                     "stream": True, "store": index % 2 == 0})
+    return request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+
+
+async def run_streams(port: int, count: int, sequential: bool) -> list[tuple[int, float, bool]]:
+    if sequential:
+        return [await one_stream(port, stream_request(port, i)) for i in range(count)]
+    return list(await asyncio.gather(*(one_stream(port, stream_request(port, i)) for i in range(count)),
+                                     return_exceptions=False))
+
+
+def measure(pid: int, port: int, count: int, sequential: bool) -> dict[str, float]:
+    cpu_before, overflows_before = cpu_ns(pid), listen_overflows()
+    started = time.perf_counter()
+    results = asyncio.run(run_streams(port, count, sequential))
+    wall = time.perf_counter() - started
+    tokens = sum(r[0] for r in results)
+    durations = sorted(r[1] for r in results)
+    return {
+        "cpu_us_per_token": (cpu_ns(pid) - cpu_before) / 1000 / max(tokens, 1),
+        "tokens": tokens,
+        "failed": sum(1 for r in results if not r[2]),
+        "median_s": statistics.median(durations),
+        "p99_s": durations[min(len(durations) - 1, int(len(durations) * 0.99))],
+        "wall_s": wall,
+        "overflows": listen_overflows() - overflows_before,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--single", type=int, default=3, help="streams measured one at a time")
+    parser.add_argument("--pieces", type=int, default=40, help="tokens per answer")
+    parser.add_argument("--delay", type=float, default=0.05, help="seconds between the upstream's tokens")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this client holds a socket per stream
+    nominal = args.pieces * args.delay
+    fake, upstream = start_fake(args.pieces, args.delay)
+    rows: list[tuple[dict[str, float], dict[str, float]]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
+            proc, port = start_gateway(Path(tmp), upstream, env=None)  # type: ignore[arg-type]
+            try:
+                asyncio.run(run_streams(port, 2, sequential=True))  # warm up
+                for round_no in range(1, args.rounds + 1):
+                    single = measure(proc.pid, port, args.single, sequential=True)
+                    burst = measure(proc.pid, port, args.streams, sequential=False)
+                    rows.append((single, burst))
+                    print(f"round {round_no}: single {single['cpu_us_per_token']:.0f} us/token; "
+                          f"{args.streams} at once {burst['cpu_us_per_token']:.0f} us/token, "
+                          f"{burst['failed']:.0f} failed, median {burst['median_s']:.1f} s, "
+                          f"p99 {burst['p99_s']:.1f} s (nominal {nominal:.1f} s), "
+                          f"listen overflows {burst['overflows']:.0f}", flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+                log = (Path(tmp) / "stderr.txt").read_text(errors="replace")
+    finally:
+        stop_fake(fake)
+    connect_timeouts = log.count("could not connect")
+    ratios = [burst["cpu_us_per_token"] / single["cpu_us_per_token"] for single, burst in rows]
+    print(f"\n{args.streams} concurrent streams of {args.pieces} tokens, {args.delay * 1000:.0f} ms apart "
+          f"(nominal {nominal:.1f} s), {args.rounds} rounds")
+    print(f"{'':28} {'min':>8} {'median':>8} {'max':>8}")
+    for label, values in [
+        ("single: CPU us/token", [s["cpu_us_per_token"] for s, _ in rows]),
+        ("burst: CPU us/token", [b["cpu_us_per_token"] for _, b in rows]),
+        ("burst/single (target <= 2)", ratios),
+        ("burst: median stream s", [b["median_s"] for _, b in rows]),
+        ("burst: p99 stream s", [b["p99_s"] for _, b in rows]),
+        ("burst: failed streams", [b["failed"] for _, b in rows]),
+        ("burst: listen overflows", [b["overflows"] for _, b in rows]),
+    ]:
+        print(f"{label:28} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
+    print(f"upstream connect timeouts logged by the gateway: {connect_timeouts} (target 0)")
+
+
+if __name__ == "__main__":
+    main()
