@@ -3,7 +3,9 @@
 Nothing a client sends is dropped silently: each field is *honoured* (the gateway
 acts on it), *passed* to the provider through the neutral turn (which may forward it
 upstream or state it in the system text), or *refused* with a 400 naming it. A field
-outside the table is refused as unknown, as OpenAI does. docs/openresponses.md holds
+outside the table (a vendor flag some client adds) is not refused, since OpenAI-compatible
+clients add their own, but never dropped quietly either: the request's log line warns
+and the ``x-kernel-ignored-fields`` response header names it. docs/openresponses.md holds
 the same table for people; tests walk the published ``CreateResponseBody`` schema
 and the openai SDK's create parameters against :data:`FIELDS`.
 """
@@ -76,23 +78,29 @@ REFUSED_INCLUDE: dict[str, str] = {
 MAX_CLIENT_METADATA = 16
 
 
-def check_fields(data: dict[str, Any]) -> None:
-    """400 for an unknown field or a refused one (with a value that would need it)."""
+IGNORED_FIELDS_HEADER = "x-kernel-ignored-fields"
+MAX_IGNORED_NAMES = 16
+
+
+def check_fields(data: dict[str, Any]) -> list[str]:
+    """400 for a refused field (with a value that would need it); returns the unknown field names."""
+    unknown: list[str] = []
     for name, value in data.items():
         treatment = FIELDS.get(name)
         if treatment is None:
-            raise ApiError(400, f"unknown parameter: {name!r}; see docs/openresponses.md for the fields this "
-                           "gateway accepts", param=name, code="unknown_parameter")
-        if treatment == "refused" and value is not None:
+            if len(unknown) < MAX_IGNORED_NAMES:
+                unknown.append(name[:64])
+        elif treatment == "refused" and value is not None:
             _refuse(name, value)
     check_include(data.get("include"))
     check_client_metadata(data.get("client_metadata"))
+    return unknown
 
 
 def _refuse(name: str, value: Any) -> None:
     if name == "top_logprobs":
-        if isinstance(value, int) and not isinstance(value, bool) and value == 0:
-            return
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 20:
+            return  # 0 is fine; a wrong type or range gets the model's own 400
         raise ApiError(400, "top_logprobs is not supported: no provider behind this gateway returns logprobs; "
                        "send 0 or leave it out", param=name, code="unsupported_parameter")
     if name == "conversation":

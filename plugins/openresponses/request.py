@@ -50,6 +50,8 @@ class ParsedRequest:
     # The tools as parsed: model-facing names, routes back, hosted tools left out.
     parsed_tools: ParsedTools = field(default_factory=ParsedTools)
     client_metadata: dict[str, str] | None = None
+    # Top-level fields outside the known table (vendor flags): warned about, named in a header.
+    ignored_fields: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -61,8 +63,7 @@ def parse_create_body(data: dict[str, Any], hosted_tools: HostedToolsPolicy = "o
     ``hosted_tools`` is the plugin's policy for hosted tool types (see
     :mod:`plugins.openresponses.hosted`).
     """
-    if isinstance(data, dict):
-        check_fields(data)
+    ignored = check_fields(data) if isinstance(data, dict) else []
     body = m.validate(m.CreateResponseBody, data, "")
     if body.input is None and body.previous_response_id is None:
         raise ApiError(400, "missing required parameter: 'input' (a string or an array of items)",
@@ -116,7 +117,7 @@ def parse_create_body(data: dict[str, Any], hosted_tools: HostedToolsPolicy = "o
         stream=bool(body.stream), background=bool(body.background), needs_resolution=needs,
         include=list(body.include or []),
         raw_input=body.input, system_messages=system_messages, parsed_tools=parsed_tools,
-        client_metadata=data.get("client_metadata"),
+        client_metadata=data.get("client_metadata"), ignored_fields=ignored,
     )
 
 

@@ -19,6 +19,7 @@ from kernel.streaming import sse_response
 from plugins.openresponses import compact as c
 from plugins.openresponses import resource as r
 from plugins.openresponses.builder import ResponseBuilder
+from plugins.openresponses.fields import IGNORED_FIELDS_HEADER
 from plugins.openresponses.hosted import OMITTED_TOOLS_HEADER
 from plugins.openresponses.item_views import model_view
 from plugins.openresponses.items import Draft, resolve_items
@@ -228,6 +229,10 @@ def request_notes(parsed: ParsedRequest) -> dict[str, str]:
         names = ",".join(omitted)
         log.warning("hosted tools not run by this gateway were left out of the model's view: %s", names)
         headers[OMITTED_TOOLS_HEADER] = names
+    if parsed.ignored_fields:
+        names = ",".join(parsed.ignored_fields)
+        log.warning("request fields unknown to this gateway were ignored: %s", names)
+        headers[IGNORED_FIELDS_HEADER] = names
     if parsed.client_metadata:
         log.info("client_metadata: %s", encode_json(parsed.client_metadata).decode())
     return headers
