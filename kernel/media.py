@@ -25,6 +25,7 @@ import posixpath
 import re
 import time
 import urllib.parse
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
@@ -305,6 +306,48 @@ class MediaLoader:
                        "a data:<media type>;base64,... URL", param=param, code="unsupported_media_type")
 
 
+_CATALOG = re.compile(rb"/Type\s*/Catalog\b")
+_OBJECT_HEADER = re.compile(rb"(\d+)\s+(\d+)\s+obj\b")
+
+
+def _open_pdf(reader_class: Any, data: bytes) -> Any:
+    """A ``PdfReader`` for ``data``, recovering files without a usable xref table.
+
+    pypdf rebuilds a broken xref by scanning the objects, but only once it finds a
+    ``startxref``; files that lack it (or the trailer, or ``%%EOF``), which mainstream
+    readers open, get a pointer that forces that scan and, when missing, a trailer naming
+    the catalog object. Truly unreadable input still fails.
+    """
+    try:
+        reader = reader_class(io.BytesIO(data))
+        if not reader.is_encrypted:  # an encrypted page tree is read after decrypt()
+            len(reader.pages)  # the page tree is where a missing xref shows
+        return reader
+    except Exception:
+        suffix = b""
+        if b"trailer" not in data[-8192:]:
+            root = _catalog_object(data)
+            if root is None:
+                raise
+            suffix += b"\ntrailer\n<< /Root " + root + b" R >>"
+        reader = reader_class(io.BytesIO(data + suffix + b"\nstartxref\n0\n%%EOF\n"))
+        if not reader.is_encrypted and len(reader.pages) == 0:
+            raise  # nothing recovered (e.g. a file cut short before its first page): unreadable
+        return reader
+
+
+def _catalog_object(data: bytes) -> bytes | None:
+    """``b"<num> <gen>"`` of the object holding ``/Type /Catalog``, found by a linear scan."""
+    catalog = _CATALOG.search(data)
+    if catalog is None:
+        return None
+    start = data.rfind(b"obj", 0, catalog.start())
+    headers = list(_OBJECT_HEADER.finditer(data, max(0, start - 32), start + 3)) if start >= 0 else []
+    if not headers:
+        return None
+    return headers[-1].group(1) + b" " + headers[-1].group(2)
+
+
 def _pdf_text(data: bytes, limits: MediaLimits, param: str) -> tuple[str, int | None]:
     """Extract a PDF's text (stopping once past ``max_file_chars`` or ``max_pdf_seconds``);
     returns (text, total length or None when extraction stopped early). Runs in a worker
@@ -315,7 +358,7 @@ def _pdf_text(data: bytes, limits: MediaLimits, param: str) -> tuple[str, int | 
     stop_at = time.monotonic() + limits.max_pdf_seconds
 
     try:
-        reader = PdfReader(io.BytesIO(data))
+        reader = _open_pdf(PdfReader, data)
         if reader.is_encrypted:
             try:
                 opened = reader.decrypt("")  # many PDFs are "encrypted" with an empty password

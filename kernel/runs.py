@@ -113,7 +113,7 @@ class _Assembler:
             self._pieces.append(ev.text)  # type: ignore[union-attr]
         elif isinstance(ev, ToolCallStart):
             self._close()
-            call = ToolCall(call_id=ev.call_id, name=ev.name, arguments="")
+            call = ToolCall(call_id=ev.call_id, name=ev.name, arguments="", tool_kind=ev.tool_kind)
             self.calls[ev.index] = call
             self._items.append(call)
         elif isinstance(ev, ToolCallDelta) and ev.index in self.calls:
@@ -122,7 +122,7 @@ class _Assembler:
             call = self.calls.get(ev.index)
             if call is None:
                 self._close()
-                call = ToolCall(call_id=ev.call_id, name=ev.name, arguments=ev.arguments)
+                call = ToolCall(call_id=ev.call_id, name=ev.name, arguments=ev.arguments, tool_kind=ev.tool_kind)
                 self.calls[ev.index] = call
                 self._items.append(call)
             call.arguments = ev.arguments

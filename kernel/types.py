@@ -88,15 +88,21 @@ class Message:
         return "".join(out)
 
 
+# "function": JSON arguments. "custom": a freeform tool (OpenAI's custom tools) whose call
+# carries one raw input string in ``arguments`` instead of a JSON object.
+ToolKind = Literal["function", "custom"]
+
+
 @dataclass(slots=True)
 class ToolCall:
-    """A function call the model made; ``arguments`` is a JSON string."""
+    """A tool call the model made; ``arguments`` is a JSON string (a custom tool's raw input)."""
 
     call_id: str
     name: str
     arguments: str
     id: str | None = None
     type: Literal["tool_call"] = "tool_call"
+    tool_kind: ToolKind = "function"
 
 
 @dataclass(slots=True)
@@ -126,12 +132,20 @@ Item = Message | ToolCall | ToolResult | Reasoning
 
 @dataclass(slots=True)
 class ToolSpec:
-    """A client-side function tool the model may call."""
+    """A client-side tool the model may call.
+
+    A ``custom`` tool takes one freeform string instead of JSON arguments; ``format``
+    constrains it: ``{"type": "text"}`` or ``{"type": "grammar", "syntax": "lark" | "regex",
+    "definition": str}``. Providers that cannot constrain input describe the format to
+    the model instead; ``parameters`` is unused for custom tools.
+    """
 
     name: str
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     description: str | None = None
     strict: bool | None = None
+    tool_kind: ToolKind = "function"
+    format: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -171,6 +185,7 @@ class Limits:
 
     * ``presence_penalty`` / ``frequency_penalty``: -2.0 to 2.0, OpenAI's meaning
       (penalise tokens that appeared at all / in proportion to how often).
+    * ``verbosity``: the answer length asked for ("low", "medium", "high").
     * ``reasoning_effort``: how hard a reasoning model should think, one of the
       effort names the endpoint's protocol allows ("none", "low", "medium", "high",
       ...). A provider without a reasoning knob ignores it.
@@ -185,6 +200,13 @@ class Limits:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     reasoning_effort: str | None = None
+    # "low" | "medium" | "high": how long an answer the client wants; a provider passes it
+    # on (an upstream's ``verbosity``) or states it in the system text.
+    verbosity: str | None = None
+    # Request options with no neutral meaning that an OpenAI-compatible upstream can
+    # forward as they are (service_tier, prompt_cache_key, prompt_cache_retention,
+    # safety_identifier, truncation); other providers ignore them.
+    hints: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- turn
@@ -261,11 +283,12 @@ class ToolCallStart:
     call_id: str
     name: str
     kind: Literal["tool_call_start"] = "tool_call_start"
+    tool_kind: ToolKind = "function"
 
 
 @dataclass(slots=True)
 class ToolCallDelta:
-    """A piece of a tool call's JSON arguments."""
+    """A piece of a tool call's JSON arguments (a custom tool's raw input)."""
 
     index: int
     arguments: str
@@ -281,6 +304,7 @@ class ToolCallDone:
     name: str
     arguments: str
     kind: Literal["tool_call_done"] = "tool_call_done"
+    tool_kind: ToolKind = "function"
 
 
 @dataclass(slots=True)

@@ -84,6 +84,8 @@ def completion_body(*, cid: str, created: int, model: str, result: RunResult,
     }
     if calls:
         message["tool_calls"] = [
+            {"id": c.call_id, "type": "custom", "custom": {"name": c.name, "input": c.arguments}}
+            if c.tool_kind == "custom" else
             {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in calls
         ]
@@ -134,6 +136,7 @@ class ChunkEncoder:
         self._text_tail = "}" + self._tail_open + "\n\n"
         self._role_sent = False
         self._args: dict[int, str] = {}
+        self._custom: set[int] = set()  # indexes of custom (freeform) tool calls
         self._has_calls = False
         self._usage: Usage | None = None
         self.done = False
@@ -157,13 +160,14 @@ class ChunkEncoder:
             # The hot path of every stream: one template, one JSON string.
             return (self._text_head + compact_dumps(ev.text) + self._text_tail).encode()
         if isinstance(ev, ToolCallStart):
-            return self._call_piece(ev.index, {"id": ev.call_id, "type": "function",
-                                               "function": {"name": ev.name, "arguments": ""}})
+            if ev.tool_kind == "custom":
+                self._custom.add(ev.index)
+            return self._call_piece(ev.index, self._call_head(ev.index, ev.call_id, ev.name, ""))
         if isinstance(ev, ToolCallDelta):
             if ev.index not in self._args or not ev.arguments:
                 return b""
             self._args[ev.index] += ev.arguments
-            return self._call_piece(ev.index, {"function": {"arguments": ev.arguments}})
+            return self._call_piece(ev.index, self._call_rest(ev.index, ev.arguments))
         if isinstance(ev, ToolCallDone):
             return self._call_done(ev)
         if isinstance(ev, ReasoningDelta):
@@ -184,7 +188,9 @@ class ChunkEncoder:
     def _call_piece(self, index: int, fields: dict[str, Any]) -> bytes:
         first = index not in self._args
         if first:
-            self._args[index] = fields.get("function", {}).get("arguments", "")
+            custom = index in self._custom
+            self._args[index] = (fields.get("custom" if custom else "function") or {}).get(
+                "input" if custom else "arguments", "")
             self._has_calls = True
         piece = compact_dumps([{"index": index, **fields}])
         if not self._role_sent and first:
@@ -193,15 +199,25 @@ class ChunkEncoder:
             return self._chunk('{"role":"assistant","content":null,"tool_calls":' + piece + ',"refusal":null}')
         return self._chunk('{"tool_calls":' + piece + "}")
 
+    def _call_head(self, index: int, call_id: str, name: str, text: str) -> dict[str, Any]:
+        """A call's first piece: a custom tool's input goes in ``custom.input`` (OpenAI's custom tool call)."""
+        if index in self._custom:
+            return {"id": call_id, "type": "custom", "custom": {"name": name, "input": text}}
+        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
+
+    def _call_rest(self, index: int, text: str) -> dict[str, Any]:
+        return {"custom": {"input": text}} if index in self._custom else {"function": {"arguments": text}}
+
     def _call_done(self, ev: ToolCallDone) -> bytes:
         sent = self._args.get(ev.index)
         if sent is None:  # the provider only reported the finished call
-            return self._call_piece(ev.index, {"id": ev.call_id, "type": "function",
-                                               "function": {"name": ev.name, "arguments": ev.arguments}})
+            if ev.tool_kind == "custom":
+                self._custom.add(ev.index)
+            return self._call_piece(ev.index, self._call_head(ev.index, ev.call_id, ev.name, ev.arguments))
         if ev.arguments.startswith(sent) and len(ev.arguments) > len(sent):
             rest = ev.arguments[len(sent):]
             self._args[ev.index] = ev.arguments
-            return self._call_piece(ev.index, {"function": {"arguments": rest}})
+            return self._call_piece(ev.index, self._call_rest(ev.index, rest))
         return b""
 
     def finish(self, reason: str) -> bytes:

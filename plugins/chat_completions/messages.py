@@ -241,9 +241,16 @@ def _assistant_items(message: dict[str, Any], path: str) -> list[Item]:
     for k, call in enumerate(want(calls, list, f"{path}.tool_calls")):
         cpath = f"{path}.tool_calls[{k}]"
         call = want(call, dict, cpath)
+        if call.get("type") == "custom":
+            call_id = required(call, "id", str, f"{cpath}.id")
+            custom = required(call, "custom", dict, f"{cpath}.custom")
+            items.append(ToolCall(call_id=call_id, name=required(custom, "name", str, f"{cpath}.custom.name"),
+                                  arguments=required(custom, "input", str, f"{cpath}.custom.input"),
+                                  tool_kind="custom"))
+            continue
         if call.get("type", "function") != "function":
             raise invalid(f"{cpath}.type", f"{call.get('type')!r} tool calls are not supported; "
-                          "expected 'function'.")
+                          "expected 'function' or 'custom'.")
         call_id = required(call, "id", str, f"{cpath}.id")
         function = required(call, "function", dict, f"{cpath}.function")
         name = required(function, "name", str, f"{cpath}.function.name")

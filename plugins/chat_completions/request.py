@@ -30,10 +30,10 @@ MAX_TOOLS = 128  # OpenAI's own limit on functions per request
 # not take, output options that only add detail we never produce, and platform
 # features (storage, tiers, caching). Anything else unknown is ignored too, as most
 # OpenAI-compatible servers do, so vendor extensions (top_k ...) do not break clients.
-IGNORED_FIELDS = (
-    "logit_bias", "logprobs", "top_logprobs", "seed", "service_tier", "store", "prediction", "verbosity",
-    "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "web_search_options",
-)
+IGNORED_FIELDS = ("logit_bias", "logprobs", "top_logprobs", "seed", "store", "prediction")
+# Passed to the provider as Limits.hints (an OpenAI-compatible upstream forwards them).
+HINT_FIELDS = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier")
+VERBOSITIES = ("low", "medium", "high")
 
 # OpenAI's ``reasoning_effort`` values (the SDK's ``ReasoningEffort``), forwarded as they are.
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -43,6 +43,7 @@ _REFUSED = {
     "functions": "the deprecated 'functions' parameter is not supported; send 'tools' instead.",
     "function_call": "the deprecated 'function_call' parameter is not supported; send 'tool_choice' instead.",
     "audio": "audio output is not supported; omit 'audio' and ask for text.",
+    "web_search_options": "web search is a hosted tool this gateway does not run; omit 'web_search_options'.",
 }
 
 
@@ -151,6 +152,8 @@ def _limits(body: dict[str, Any]) -> Limits:
         presence_penalty=number(body, "presence_penalty", -2, 2),
         frequency_penalty=number(body, "frequency_penalty", -2, 2),
         reasoning_effort=_reasoning_effort(body),
+        verbosity=_verbosity(body),
+        hints={name: body[name] for name in HINT_FIELDS if body.get(name) is not None},
     )
 
 
@@ -159,6 +162,33 @@ def _reasoning_effort(body: dict[str, Any]) -> str | None:
     if effort is not None and effort not in REASONING_EFFORTS:
         raise invalid("reasoning_effort", f"{effort!r} is not one of {', '.join(map(repr, REASONING_EFFORTS))}.")
     return effort
+
+
+def _verbosity(body: dict[str, Any]) -> str | None:
+    value = opt(body, "verbosity", str)
+    if value is not None and value not in VERBOSITIES:
+        raise invalid("verbosity", f"{value!r} is not one of 'low', 'medium', 'high'.")
+    return value
+
+
+def _custom_tool(tool: dict[str, Any], path: str) -> ToolSpec:
+    """``{type: "custom", custom: {name, description, format}}`` -> a custom ToolSpec."""
+    custom = required(tool, "custom", dict, f"{path}.custom")
+    name = required(custom, "name", str, f"{path}.custom.name")
+    if not NAME_PATTERN.match(name):
+        raise invalid(f"{path}.custom.name", f"{name!r} must be 1 to 64 letters, digits, '_' or '-'.")
+    fmt = opt(custom, "format", dict, f"{path}.custom.format") or {"type": "text"}
+    if fmt.get("type") == "grammar":
+        grammar = required(fmt, "grammar", dict, f"{path}.custom.format.grammar")
+        syntax = grammar.get("syntax")
+        if syntax not in ("lark", "regex"):
+            raise invalid(f"{path}.custom.format.grammar.syntax", f"{syntax!r} is not 'lark' or 'regex'.")
+        definition = required(grammar, "definition", str, f"{path}.custom.format.grammar.definition")
+        fmt = {"type": "grammar", "syntax": syntax, "definition": definition}
+    elif fmt.get("type") != "text":
+        raise invalid(f"{path}.custom.format.type", f"{fmt.get('type')!r} is not 'text' or 'grammar'.")
+    return ToolSpec(name=name, description=opt(custom, "description", str, f"{path}.custom.description"),
+                    tool_kind="custom", format=fmt if fmt.get("type") == "grammar" else {"type": "text"})
 
 
 def _tools(raw: Any) -> list[ToolSpec]:
@@ -173,9 +203,16 @@ def _tools(raw: Any) -> list[ToolSpec]:
     for i, tool in enumerate(tools):
         path = f"tools[{i}]"
         tool = want(tool, dict, path)
+        if tool.get("type") == "custom":
+            spec = _custom_tool(tool, path)
+            if spec.name in seen:
+                raise invalid(f"{path}.custom.name", f"duplicate tool name {spec.name!r}; tool names must be unique.")
+            seen.add(spec.name)
+            specs.append(spec)
+            continue
         if tool.get("type") != "function":
-            raise invalid(f"{path}.type", f"{tool.get('type')!r} tools are not supported; expected 'function'.",
-                          code="unsupported_value")
+            raise invalid(f"{path}.type", f"{tool.get('type')!r} tools are not supported; expected 'function' or "
+                          "'custom'.", code="unsupported_value")
         function = required(tool, "function", dict, f"{path}.function")
         name = required(function, "name", str, f"{path}.function.name")
         if not NAME_PATTERN.match(name):
@@ -211,11 +248,11 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice:
                       "a function.", code="invalid_value")
     choice = want(raw, dict, "tool_choice")
     kind = choice.get("type")
-    if kind == "function":
+    if kind in ("function", "custom"):
         _needs_tools(tools, "tool_choice")
-        function = required(choice, "function", dict, "tool_choice.function")
-        name = required(function, "name", str, "tool_choice.function.name")
-        _known(name, names, "tool_choice.function.name")
+        function = required(choice, kind, dict, f"tool_choice.{kind}")
+        name = required(function, "name", str, f"tool_choice.{kind}.name")
+        _known(name, names, f"tool_choice.{kind}.name")
         return ToolChoice("required", function=name)
     if kind == "allowed_tools":
         allowed = required(choice, "allowed_tools", dict, "tool_choice.allowed_tools")
@@ -226,9 +263,10 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice:
         for i, ref in enumerate(required(allowed, "tools", list, "tool_choice.allowed_tools.tools")):
             path = f"tool_choice.allowed_tools.tools[{i}]"
             ref = want(ref, dict, path)
-            function = required(ref, "function", dict, f"{path}.function")
-            name = required(function, "name", str, f"{path}.function.name")
-            _known(name, names, f"{path}.function.name")
+            key = "custom" if ref.get("type") == "custom" else "function"
+            function = required(ref, key, dict, f"{path}.{key}")
+            name = required(function, "name", str, f"{path}.{key}.name")
+            _known(name, names, f"{path}.{key}.name")
             picked.append(name)
         return ToolChoice(mode, allowed=picked)
     raise invalid("tool_choice.type", f"{kind!r} is not supported; expected 'function' or 'allowed_tools'.",

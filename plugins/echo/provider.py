@@ -28,6 +28,7 @@ from kernel import (
     ToolCallDone,
     ToolCallStart,
     ToolResult,
+    ToolSpec,
     Turn,
     Usage,
 )
@@ -51,6 +52,11 @@ class EchoOptions(BaseModel):
     # Emit a reasoning delta before answering.
     reasoning: bool = False
     accepts_images: bool = False
+    # Call this tool (its name as the model sees it, e.g. "apply_patch" or
+    # "multi_agent_v1__spawn_agent") whenever it is offered and the newest input is the
+    # user's (not a tool result), as if tool_choice forced it: a client's unmodified
+    # request (Codex's, with tool_choice "auto") still gets a deterministic call.
+    call_tool: str | None = None
 
 
 def render_item(item: Item, accepts_images: bool) -> str:
@@ -66,6 +72,8 @@ def render_item(item: Item, accepts_images: bool) -> str:
                 parts.append(f"[image {part.media_type or part.url[:32]}]" if accepts_images else part.placeholder())
         return f"{item.role}: {' '.join(parts)}"
     if isinstance(item, ToolCall):
+        if item.tool_kind == "custom":
+            return f"custom_tool_call {item.name}<<{item.arguments}>> [{item.call_id}]"
         return f"tool_call {item.name}({item.arguments}) [{item.call_id}]"
     if isinstance(item, ToolResult):
         return f"tool_result [{item.call_id}]: {item.output}"
@@ -103,6 +111,15 @@ class EchoProvider:
             return "\n".join(lines)
         return last_text(turn, self.accepts_images)
 
+    def tools_to_call(self, turn: Turn) -> list[ToolSpec]:
+        """The tools this turn calls: the forced ones, else ``call_tool`` when offered to a user turn."""
+        forced = turn.forced_tools()
+        if forced or self.options.call_tool is None:
+            return forced
+        if any(isinstance(item, ToolResult) for item in turn.input):
+            return []
+        return [t for t in turn.offered_tools() if t.name == self.options.call_tool]
+
     async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
         self.turns_seen += 1
         text = self.answer_text(turn)
@@ -110,17 +127,19 @@ class EchoProvider:
         input_tokens += len(turn.system.split())
         if self.options.reasoning:
             yield ReasoningDelta(f"The user said {len(text.split())} words.")
-        forced = turn.forced_tools()
+        forced = self.tools_to_call(turn)
         if forced:
             calls = forced if turn.limits.parallel_tool_calls else forced[:1]
             for index, tool in enumerate(calls):
-                args = json.dumps(instance_for(tool.parameters, text))
+                # A custom (freeform) tool's input is the text itself; a function gets JSON.
+                args = text if tool.tool_kind == "custom" else json.dumps(instance_for(tool.parameters, text))
                 call_id = f"call_echo_{self.turns_seen}_{index}"
-                yield ToolCallStart(index=index, call_id=call_id, name=tool.name)
+                kind = tool.tool_kind
+                yield ToolCallStart(index=index, call_id=call_id, name=tool.name, tool_kind=kind)
                 for piece in (args[: len(args) // 2], args[len(args) // 2:]):
                     if piece:
                         yield ToolCallDelta(index=index, arguments=piece)
-                yield ToolCallDone(index=index, call_id=call_id, name=tool.name, arguments=args)
+                yield ToolCallDone(index=index, call_id=call_id, name=tool.name, arguments=args, tool_kind=kind)
             yield Usage(input_tokens=input_tokens, output_tokens=len(calls))
             yield Finished(reason="tool_calls")
             return

@@ -106,6 +106,26 @@ def choose_tool_instructions(tools: list[ToolSpec]) -> str:
     )
 
 
+# text.verbosity / Chat's verbosity, stated to the model (it has no such knob).
+VERBOSITY_HINTS = {
+    "low": "Answer briefly.",
+    "medium": "",
+    "high": "Answer in detail.",
+}
+MAX_GRAMMAR_IN_PROMPT = 2000
+
+
+def custom_tool_instructions(tool: ToolSpec) -> str:
+    """System text asking for a custom (freeform) tool's raw input."""
+    desc = f" ({tool.description})" if tool.description else ""
+    text = f"You are calling the tool {tool.name}{desc}.\nWrite only the tool's input, as plain text."
+    fmt = tool.format or {}
+    if fmt.get("type") == "grammar":
+        text += f"\nThe input must follow this {fmt.get('syntax')} grammar:\n" \
+                f"{str(fmt.get('definition', ''))[:MAX_GRAMMAR_IN_PROMPT]}"
+    return text
+
+
 def tool_arguments_instructions(tool: ToolSpec) -> str:
     """System text asking the model for the arguments of ``tool`` as JSON."""
     desc = f" ({tool.description})" if tool.description else ""

@@ -38,7 +38,9 @@ from plugins.local_model.engine import ContextOverflow, Engine, Generation, Inva
 from plugins.local_model.grammar import ANY_OBJECT_SCHEMA, choice_grammar, object_grammar, schema_grammar
 from plugins.local_model.options import LocalModelOptions
 from plugins.local_model.prompt import (
+    VERBOSITY_HINTS,
     choose_tool_instructions,
+    custom_tool_instructions,
     json_format_instructions,
     prompt_parts,
     tool_arguments_instructions,
@@ -120,13 +122,20 @@ class TurnRunner:
         if tool is None:
             return "cancelled"
         call_id = f"call_{uuid.uuid4().hex[:24]}"
-        self.emit(ToolCallStart(index=0, call_id=call_id, name=tool.name))
-        grammar = self._grammar(object_grammar(tool.parameters, f"tool {tool.name!r}"))
-        gen = self._generate(tool_arguments_instructions(tool), self.max_tokens, grammar, [],
+        kind = tool.tool_kind
+        self.emit(ToolCallStart(index=0, call_id=call_id, name=tool.name, tool_kind=kind))
+        if kind == "custom":
+            # Freeform input: free text, with the tool's grammar stated in the prompt (lark
+            # and regex grammars are not translated to GBNF, so they are not enforced).
+            grammar, instructions = None, custom_tool_instructions(tool)
+        else:
+            grammar = self._grammar(object_grammar(tool.parameters, f"tool {tool.name!r}"))
+            instructions = tool_arguments_instructions(tool)
+        gen = self._generate(instructions, self.max_tokens, grammar, [],
                              lambda t: self.emit(ToolCallDelta(index=0, arguments=t)))
         if gen.finish_reason == "stop":
             # The grammar admits end-of-turn only after a complete value: the JSON parses.
-            self.emit(ToolCallDone(index=0, call_id=call_id, name=tool.name, arguments=gen.text))
+            self.emit(ToolCallDone(index=0, call_id=call_id, name=tool.name, arguments=gen.text, tool_kind=kind))
             return "tool_calls"
         return gen.finish_reason  # "length": arguments cut short, like any upstream would
 
@@ -150,6 +159,9 @@ class TurnRunner:
     def _generate(self, extra_system: str, max_tokens: int, grammar: str | None, stops: list[str],
                   on_text: Callable[[str], None], *, temperature: float | None = None,
                   penalize: bool = True) -> Generation:
+        verbosity = self.turn.limits.verbosity
+        if verbosity is not None:
+            extra_system = "\n\n".join(t for t in (VERBOSITY_HINTS.get(verbosity, ""), extra_system) if t)
         parts = prompt_parts(self.turn, extra_system)
         tokens = self.engine.fit(parts, reserve=min(max_tokens, self.engine.config.n_ctx // 4))
         sampling = Sampling(

@@ -22,6 +22,7 @@ import aiohttp
 from kernel import Finished, ProviderError, RunError, RunEvent, Turn
 from plugins.openai_upstream.body import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
 from plugins.openai_upstream.client import ClientSetup, client_setup, describe_error
+from plugins.openai_upstream.custom_tools import CustomCallFilter
 from plugins.openai_upstream.decode import ChunkDecoder, UpstreamFormatError
 from plugins.openai_upstream.faults import (
     RETRYABLE_STATUSES,
@@ -100,15 +101,20 @@ class UpstreamProvider:
         session, slots = self._resources()
         deadline = self._deadline()
         decoder = ChunkDecoder()
+        custom = CustomCallFilter({t.name for t in turn.tools if t.tool_kind == "custom"})
         async with self._slot(slots, deadline):
             response = await self._open(session, dumps(body), deadline)
             try:
                 async for ev in self._read(response, decoder, deadline):
-                    yield ev
+                    passed = custom.apply(ev)
+                    if passed is not None:
+                        yield passed
             finally:
                 _finish(response)
         for ev in decoder.close_calls():
-            yield ev
+            passed = custom.apply(ev)
+            if passed is not None:
+                yield passed
         if decoder.usage is not None:
             yield decoder.usage
         yield Finished(reason=decoder.final_reason())

@@ -15,7 +15,11 @@ from kernel import (
     ToolSpec,
     Turn,
 )
+from plugins.openai_upstream.custom_tools import custom_function, wrapped_arguments
 from plugins.openai_upstream.settings import UpstreamOptions
+
+# Request options (Limits.hints) that Chat Completions takes under the same name.
+_FORWARDED_HINTS = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier")
 
 ChatMessage = dict[str, Any]
 
@@ -49,6 +53,13 @@ def build_body(turn: Turn, options: UpstreamOptions) -> dict[str, Any]:
     if limits.reasoning_effort is not None:
         # Chat Completions' flat spelling of the Responses API's ``reasoning.effort``.
         body["reasoning_effort"] = limits.reasoning_effort
+    if limits.verbosity is not None:
+        body["verbosity"] = limits.verbosity
+    for name in _FORWARDED_HINTS:
+        if name in limits.hints:
+            body[name] = limits.hints[name]
+    if turn.user is not None:
+        body.setdefault("user", turn.user)
     response_format = map_response_format(turn.response_format)
     if response_format is not None:
         body["response_format"] = response_format
@@ -124,7 +135,7 @@ def map_tool_call(call: ToolCall) -> dict[str, Any]:
     return {
         "id": call.call_id,
         "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments or "{}"},
+        "function": {"name": call.name, "arguments": wrapped_arguments(call)},
     }
 
 
@@ -132,7 +143,9 @@ def map_tool_call(call: ToolCall) -> dict[str, Any]:
 
 
 def map_tool(tool: ToolSpec) -> dict[str, Any]:
-    """A function tool definition."""
+    """A function tool definition (a custom tool as a one-string-argument function)."""
+    if tool.tool_kind == "custom":
+        return custom_function(tool)
     function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
     if tool.description:
         function["description"] = tool.description

@@ -38,6 +38,8 @@ log = logging.getLogger("plugins.openresponses")
 
 Event = dict[str, Any]
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_DELTA_EVENTS = {"function_call": "response.function_call_arguments.delta",
+                 "custom_tool_call": "response.custom_tool_call_input.delta"}
 _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter", "cancelled": "cancelled"}
 
 
@@ -45,7 +47,7 @@ _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content
 class _Out:
     """One output item while it is being built."""
 
-    kind: Literal["message", "reasoning", "function_call"]
+    kind: Literal["message", "reasoning", "function_call", "custom_tool_call"]
     id: str
     index: int
     status: str = "in_progress"
@@ -54,6 +56,7 @@ class _Out:
     chunks: list[str] = field(default_factory=list)
     call_id: str = ""
     name: str = ""
+    namespace: str | None = None
 
     @property
     def text(self) -> str:
@@ -67,7 +70,11 @@ class _Out:
             return r.message_item(self.id, self.status, None if added else self.text)
         if self.kind == "reasoning":
             return r.reasoning_item(self.id, self.status, None if added else self.text)
-        return r.function_call_item(self.id, self.status, self.call_id, self.name, "" if added else self.text)
+        if self.kind == "custom_tool_call":
+            return r.custom_tool_call_item(self.id, self.status, self.call_id, self.name,
+                                           "" if added else self.text, self.namespace)
+        return r.function_call_item(self.id, self.status, self.call_id, self.name, "" if added else self.text,
+                                    self.namespace)
 
 
 class ResponseBuilder:
@@ -129,13 +136,13 @@ class ResponseBuilder:
             if event.text:
                 self._delta(self._open_item("reasoning"), event.text)
         elif isinstance(event, ToolCallStart):
-            self._start_call(event.index, event.call_id, event.name)
+            self._start_call(event.index, event.call_id, event.name, event.tool_kind)
         elif isinstance(event, ToolCallDelta):
             call = self._calls.get(event.index)
             if call is not None and call.status == "in_progress" and event.arguments:
                 call.chunks.append(event.arguments)
                 if self.record_events:
-                    self._push({"type": "response.function_call_arguments.delta",
+                    self._push({"type": _DELTA_EVENTS[call.kind],
                                 "sequence_number": len(self.events), "item_id": call.id, "output_index": call.index,
                                 "delta": event.arguments})
         elif isinstance(event, ToolCallDone):
@@ -246,10 +253,16 @@ class ResponseBuilder:
             return r.output_text_part(text)
         return {"type": "reasoning_text", "text": text}
 
-    def _start_call(self, index: int, call_id: str, name: str) -> _Out:
+    def _start_call(self, index: int, call_id: str, name: str, tool_kind: str = "function") -> _Out:
         self._close_open("completed")
-        call = _Out(kind="function_call", id=r.new_id(r.FUNCTION_CALL_PREFIX), index=len(self._items),
-                    call_id=call_id, name=name)
+        custom = tool_kind == "custom"
+        namespace: str | None = None
+        route = self.params.tool_namespaces.get(name)
+        if route is not None:  # a tool inside a namespace: the client knows it by namespace + name
+            namespace, name = route
+        call = _Out(kind="custom_tool_call" if custom else "function_call",
+                    id=r.new_id(r.CUSTOM_TOOL_CALL_PREFIX if custom else r.FUNCTION_CALL_PREFIX),
+                    index=len(self._items), call_id=call_id, name=name, namespace=namespace)
         self._items.append(call)
         self._calls[index] = call
         if self.record_events:
@@ -260,12 +273,12 @@ class ResponseBuilder:
     def _finish_call(self, event: ToolCallDone) -> None:
         call = self._calls.get(event.index)
         if call is None:
-            call = self._start_call(event.index, event.call_id, event.name)
+            call = self._start_call(event.index, event.call_id, event.name, event.tool_kind)
         if call.status != "in_progress":
             return
         if not call.chunks and event.arguments:
             # Clients that assemble arguments from deltas must still see them.
-            self._emit({"type": "response.function_call_arguments.delta", "item_id": call.id,
+            self._emit({"type": _DELTA_EVENTS[call.kind], "item_id": call.id,
                         "output_index": call.index, "delta": event.arguments})
         call.chunks[:] = [event.arguments]
         self._close_call(call, "completed")
@@ -274,8 +287,12 @@ class ResponseBuilder:
         call.status = status
         if not self.record_events:
             return
-        self._emit({"type": "response.function_call_arguments.done", "item_id": call.id, "output_index": call.index,
-                    "name": call.name, "arguments": call.text})
+        if call.kind == "custom_tool_call":
+            self._emit({"type": "response.custom_tool_call_input.done", "item_id": call.id,
+                        "output_index": call.index, "input": call.text})
+        else:
+            self._emit({"type": "response.function_call_arguments.done", "item_id": call.id,
+                        "output_index": call.index, "name": call.name, "arguments": call.text})
         self._emit({"type": "response.output_item.done", "output_index": call.index, "item": call.wire()})
 
     def _close_all(self, status: str) -> None:

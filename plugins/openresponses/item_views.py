@@ -17,11 +17,14 @@ from kernel.types import item_from_dict, item_to_dict
 from plugins.openresponses import resource as r
 from plugins.openresponses.items import SystemMessage
 from plugins.openresponses.storage import ChainLink
+from plugins.openresponses.tools import NAMESPACE_SEPARATOR
 
 _ID_PREFIXES = {
     "message": r.MESSAGE_PREFIX,
     "function_call": r.FUNCTION_CALL_PREFIX,
     "function_call_output": "fco",
+    "custom_tool_call": r.CUSTOM_TOOL_CALL_PREFIX,
+    "custom_tool_call_output": "ctco",
     "reasoning": r.REASONING_PREFIX,
     "compaction": r.COMPACTION_PREFIX,
 }
@@ -47,7 +50,7 @@ def _wire_item(raw: dict[str, Any]) -> dict[str, Any]:
     if kind != "item_reference":
         if not item.get("id"):
             item["id"] = r.new_id(_ID_PREFIXES.get(kind, "item"))
-        if kind in ("function_call", "function_call_output"):
+        if kind in ("function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"):
             item.setdefault("status", "completed")
     return item
 
@@ -100,9 +103,14 @@ def output_to_items(output: list[dict[str, Any]]) -> list[Item]:
         if kind == "message":
             text = "".join(p.get("text") or p.get("refusal") or "" for p in out.get("content") or [])
             items.append(Message(role="assistant", parts=[TextPart(text)], id=out.get("id"), phase=out.get("phase")))
-        elif kind == "function_call":
-            items.append(ToolCall(call_id=out["call_id"], name=out["name"], arguments=out.get("arguments") or "",
-                                  id=out.get("id")))
+        elif kind in ("function_call", "custom_tool_call"):
+            custom = kind == "custom_tool_call"
+            name = out["name"]
+            if out.get("namespace"):  # the model knew it by its namespaced name
+                name = f"{out['namespace']}{NAMESPACE_SEPARATOR}{name}"
+            items.append(ToolCall(call_id=out["call_id"], name=name, id=out.get("id"),
+                                  arguments=(out.get("input") if custom else out.get("arguments")) or "",
+                                  tool_kind="custom" if custom else "function"))
         elif kind == "reasoning":
             items.append(Reasoning(
                 text="".join(c.get("text", "") for c in out.get("content") or []),

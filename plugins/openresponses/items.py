@@ -17,6 +17,8 @@ from kernel import ApiError, FilePart, ImagePart, Item, Message, Reasoning, Text
 from kernel.media import MediaLoader
 from plugins.openresponses import models as m
 from plugins.openresponses.compact import decode_compaction
+from plugins.openresponses.hosted import HOSTED_CALL_ITEMS, hosted_call_text
+from plugins.openresponses.tools import NAMESPACE_SEPARATOR, ParsedTools
 
 # --------------------------------------------------------------------------- drafts
 
@@ -75,11 +77,16 @@ ItemLookup = Callable[[str], Awaitable[Item | None]]
 
 # --------------------------------------------------------------------------- input items
 
-_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction")
+_ITEM_TYPES = ("message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output",
+               "reasoning", "item_reference", "compaction", "hosted tool call items")
 
 
-def parse_input(value: Any, path: str = "input") -> tuple[list[Draft], list[SystemMessage], bool]:
-    """``input`` -> (draft items, system/developer messages in order, whether resolution is needed)."""
+def parse_input(value: Any, path: str = "input", tools: ParsedTools | None = None,
+                ) -> tuple[list[Draft], list[SystemMessage], bool]:
+    """``input`` -> (draft items, system/developer messages in order, whether resolution is needed).
+
+    ``tools`` maps namespaced calls in history to the names the model knows them by.
+    """
     if isinstance(value, str):
         if len(value) > m.MAX_TEXT:
             raise ApiError(400, f"'{path}' is longer than {m.MAX_TEXT} characters", param=path,
@@ -95,7 +102,7 @@ def parse_input(value: Any, path: str = "input") -> tuple[list[Draft], list[Syst
     needs = False
     for i, raw in enumerate(value):
         at = f"{path}[{i}]"
-        draft = parse_item(raw, at)
+        draft = parse_item(raw, at, tools)
         if isinstance(draft, tuple):
             system.append(draft)
             continue
@@ -104,7 +111,7 @@ def parse_input(value: Any, path: str = "input") -> tuple[list[Draft], list[Syst
     return items, system, needs
 
 
-def parse_item(raw: Any, at: str) -> Draft | SystemMessage:
+def parse_item(raw: Any, at: str, tools: ParsedTools | None = None) -> Draft | SystemMessage:
     """One input item; system and developer messages come back as ``(role, text)``."""
     if not isinstance(raw, dict):
         raise ApiError(400, f"invalid type for '{at}': expected an item object, got {m.type_name(raw)}",
@@ -123,9 +130,25 @@ def parse_item(raw: Any, at: str) -> Draft | SystemMessage:
         return _message(m.validate(m.MessageItem, raw, at), at)
     if kind == "function_call":
         fc = m.validate(m.FunctionCallItem, raw, at)
-        return ToolCall(call_id=fc.call_id, name=fc.name, arguments=fc.arguments, id=fc.id)
+        return ToolCall(call_id=fc.call_id, name=_model_name(fc.name, fc.namespace, "function", tools),
+                        arguments=fc.arguments, id=fc.id)
     if kind == "function_call_output":
         return _tool_output(m.validate(m.FunctionCallOutputItem, raw, at), at)
+    if kind == "custom_tool_call":
+        cc = m.validate(m.CustomToolCallItem, raw, at)
+        namespace = raw.get("namespace") if isinstance(raw.get("namespace"), str) else None
+        return ToolCall(call_id=cc.call_id, name=_model_name(cc.name, namespace, "custom", tools),
+                        arguments=cc.input, id=cc.id, tool_kind="custom")
+    if kind == "custom_tool_call_output":
+        co = m.validate(m.CustomToolCallOutputItem, raw, at)
+        # Same output shapes as a function call's (a string or content parts).
+        return _tool_output(m.FunctionCallOutputItem(type="function_call_output", call_id=co.call_id,
+                                                     output=co.output, id=co.id), at)
+    if isinstance(kind, str) and kind in HOSTED_CALL_ITEMS:
+        # A hosted tool's call from another backend's history: the model reads what happened.
+        return Message(role="user" if kind.endswith("_output") or kind == "mcp_approval_response" else "assistant",
+                       parts=[TextPart(hosted_call_text(raw))], id=raw.get("id") if isinstance(raw.get("id"), str)
+                       else None)
     if kind == "reasoning":
         r = m.validate(m.ReasoningItem, raw, at)
         text = "".join(c.text for c in r.content or [])
@@ -140,6 +163,15 @@ def parse_item(raw: Any, at: str) -> Draft | SystemMessage:
         return Message(role="system", parts=[TextPart(summary)], id=c.id)
     raise ApiError(400, f"unsupported item type {kind!r} at '{at}.type'; this gateway accepts "
                    f"{', '.join(_ITEM_TYPES)}", param=f"{at}.type", code="invalid_value")
+
+
+def _model_name(name: str, namespace: str | None, kind: str, tools: ParsedTools | None) -> str:
+    """The name the model knows a (namespaced) tool by; unknown tools keep a readable name."""
+    if tools is not None:
+        found = tools.model_name(name, namespace, kind)
+        if found is not None:
+            return found
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
 
 
 _CONTENT_BY_ROLE: dict[str, dict[str, type[m.Wire]]] = {

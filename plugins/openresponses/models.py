@@ -65,6 +65,9 @@ class CreateResponseBody(Wire):
     service_tier: Literal["auto", "default", "flex", "priority"] | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     user: str | None = None
+    # OpenAI extensions (see plugins.openresponses.fields for what each one does here).
+    prompt_cache_retention: Literal["in-memory", "24h", "in_memory"] | None = None
+    client_metadata: dict[str, str] | None = None
 
 
 class CompactBody(Wire):
@@ -151,6 +154,23 @@ class FunctionCallItem(Wire):
     name: Name
     arguments: str
     id: str | None = None
+    # A call to a tool inside a ``namespace`` tool (OpenAI and Codex send it back this way).
+    namespace: Name | None = None
+
+
+class CustomToolCallItem(Wire):
+    type: Literal["custom_tool_call"]
+    call_id: CallId
+    name: Name
+    input: Text
+    id: str | None = None
+
+
+class CustomToolCallOutputItem(Wire):
+    type: Literal["custom_tool_call_output"]
+    call_id: CallId
+    output: Any
+    id: str | None = None
 
 
 class FunctionCallOutputItem(Wire):
@@ -191,6 +211,30 @@ class FunctionTool(Wire):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+
+class GrammarFormat(Wire):
+    type: Literal["grammar"]
+    syntax: Literal["lark", "regex"]
+    definition: str
+
+
+class CustomTool(Wire):
+    """A freeform tool: ``{type: 'custom', name, description, format}``."""
+
+    type: Literal["custom"]
+    name: Name
+    description: str | None = None
+    format: Any = None
+
+
+class NamespaceTool(Wire):
+    """A group of tools under one name: ``{type: 'namespace', name, description, tools}``."""
+
+    type: Literal["namespace"]
+    name: Name
+    description: str | None = None
+    tools: list[Any] = Field(min_length=1, max_length=512)
 
 
 class NestedFunction(Wire):

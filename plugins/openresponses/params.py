@@ -1,4 +1,4 @@
-"""Request parameters besides the input: ``tools``, ``tool_choice`` and ``text``.
+"""Request parameters besides the input and tools: ``tool_choice`` and ``text``.
 
 Each parser returns what the kernel's turn needs and the exact shape the
 ``ResponseResource`` echoes (tools always in the flat Responses shape).
@@ -8,105 +8,94 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel import ApiError, ToolChoice, ToolSpec
+from kernel import ApiError, ToolChoice
 from kernel.schema_check import check_json_schema
 from plugins.openresponses import models as m
+from plugins.openresponses.hosted import HOSTED_TOOL_TYPES, forced_hosted
+from plugins.openresponses.tools import ParsedTools
 
-# --------------------------------------------------------------------------- tools
-
-
-def parse_tools(value: Any) -> tuple[list[ToolSpec], list[dict[str, Any]]]:
-    """``tools`` (flat or nested function tools) -> (tool specs, the flat shape to echo)."""
-    if value is None:
-        return [], []
-    if not isinstance(value, list):
-        raise ApiError(400, f"invalid type for 'tools': expected an array, got {m.type_name(value)}",
-                       param="tools", code="invalid_type")
-    specs: list[ToolSpec] = []
-    echo: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(value):
-        at = f"tools[{i}]"
-        if not isinstance(raw, dict):
-            raise ApiError(400, f"invalid type for '{at}': expected a tool object, got {m.type_name(raw)}",
-                           param=at, code="invalid_type")
-        if raw.get("type") != "function":
-            kind = raw.get("type")
-            raise ApiError(400, f"unsupported tool type {kind!r} at '{at}.type'; only function tools "
-                           "({type: 'function', name, parameters}) are supported", param=f"{at}.type",
-                           code="invalid_value")
-        if "function" in raw and "name" not in raw:
-            nested = m.validate(m.NestedFunctionTool, raw, at)
-            fn: m.FunctionTool | m.NestedFunction = nested.function
-            name_at = f"{at}.function.name"
-        else:
-            fn = m.validate(m.FunctionTool, raw, at)
-            name_at = f"{at}.name"
-        if fn.name in seen:
-            raise ApiError(400, f"duplicate tool name {fn.name!r} at '{name_at}'; tool names must be unique",
-                           param=name_at, code="invalid_value")
-        seen.add(fn.name)
-        if fn.parameters is not None:
-            check_json_schema(fn.parameters, f"{name_at.rsplit('.', 1)[0]}.parameters")
-        parameters = fn.parameters if fn.parameters is not None else {"type": "object", "properties": {}}
-        specs.append(ToolSpec(name=fn.name, parameters=parameters, description=fn.description, strict=fn.strict))
-        echo.append({"type": "function", "name": fn.name, "description": fn.description,
-                     "parameters": fn.parameters, "strict": fn.strict})
-    return specs, echo
+# --------------------------------------------------------------------------- tool_choice
 
 
-def parse_tool_choice(value: Any, tools: list[ToolSpec]) -> tuple[ToolChoice, Any]:
-    """``tool_choice`` in any of its shapes -> (the kernel's ToolChoice, the shape to echo)."""
-    names = {t.name for t in tools}
+def parse_tool_choice(value: Any, tools: ParsedTools) -> tuple[ToolChoice, Any]:
+    """``tool_choice`` in any of its shapes -> (the kernel's ToolChoice, the shape to echo).
+
+    Named tools are looked up among function, custom and namespaced tools and become
+    their model-facing names; forcing a hosted tool is a 400 whatever the policy.
+    """
     if value is None:
         return ToolChoice(), "auto"
     if isinstance(value, str):
         if value not in ("none", "auto", "required"):
             raise ApiError(400, f"invalid value for 'tool_choice': {value!r}; expected 'none', 'auto', 'required' "
                            "or an object", param="tool_choice", code="invalid_value")
-        if value == "required" and not tools:
-            raise ApiError(400, "tool_choice 'required' needs at least one tool in 'tools'",
+        if value == "required" and not tools.specs:
+            raise ApiError(400, "tool_choice 'required' needs at least one function or custom tool in 'tools'"
+                           + (f" (hosted tools are not run here: {', '.join(tools.omitted)})" if tools.omitted else ""),
                            param="tool_choice", code="invalid_value")
         return ToolChoice(mode=value), value  # type: ignore[arg-type]
     if not isinstance(value, dict):
         raise ApiError(400, f"invalid type for 'tool_choice': got {m.type_name(value)}", param="tool_choice",
                        code="invalid_type")
     kind = value.get("type")
-    if kind == "function":
-        fn = value.get("function")
-        name, name_at = (fn.get("name"), "tool_choice.function.name") if isinstance(fn, dict) and "name" not in value \
-            else (value.get("name"), "tool_choice.name")
-        _known_tool(name, names, name_at)
-        return ToolChoice(mode="required", function=name), {"type": "function", "name": name}
+    if kind in ("function", "custom"):
+        name, echo = _named(value, tools, "tool_choice")
+        return ToolChoice(mode="required", function=name), echo
     if kind == "allowed_tools":
         listed = value.get("tools")
         if not isinstance(listed, list) or not 1 <= len(listed) <= 128:
             raise ApiError(400, "'tool_choice.tools' must be an array of 1 to 128 {type: 'function', name} objects",
                            param="tool_choice.tools", code="invalid_value")
-        allowed: list[str] = []
-        for i, entry in enumerate(listed):
-            at = f"tool_choice.tools[{i}]"
-            if not isinstance(entry, dict) or entry.get("type") != "function":
-                raise ApiError(400, f"'{at}' must be {{type: 'function', name}}", param=at, code="invalid_value")
-            _known_tool(entry.get("name"), names, f"{at}.name")
-            allowed.append(entry["name"])
         mode = value.get("mode", "auto")
         if mode not in ("none", "auto", "required"):
             raise ApiError(400, f"invalid value for 'tool_choice.mode': {mode!r}; expected 'none', 'auto' or "
                            "'required'", param="tool_choice.mode", code="invalid_value")
-        echo = {"type": "allowed_tools", "tools": [{"type": "function", "name": n} for n in allowed], "mode": mode}
-        return ToolChoice(mode=mode, allowed=allowed), echo
-    raise ApiError(400, f"unsupported tool_choice type {kind!r}; expected 'function' or 'allowed_tools'",
+        allowed: list[str] = []
+        echo_tools: list[dict[str, Any]] = []
+        for i, entry in enumerate(listed):
+            at = f"tool_choice.tools[{i}]"
+            if isinstance(entry, dict) and entry.get("type") in HOSTED_TOOL_TYPES:
+                echo_tools.append(dict(entry))  # allowed but never offered: it is not run here
+                continue
+            if not isinstance(entry, dict) or entry.get("type") not in ("function", "custom"):
+                raise ApiError(400, f"'{at}' must be {{type: 'function' | 'custom', name}}", param=at,
+                               code="invalid_value")
+            name, echo = _named(entry, tools, at)
+            allowed.append(name)
+            echo_tools.append(echo)
+        if mode == "required" and not allowed:
+            raise forced_hosted(", ".join(str(e.get("type")) for e in echo_tools), "tool_choice.tools")
+        return ToolChoice(mode=mode, allowed=allowed), {"type": "allowed_tools", "tools": echo_tools, "mode": mode}
+    if isinstance(kind, str) and (kind in HOSTED_TOOL_TYPES or kind.startswith("web_search")):
+        raise forced_hosted(kind, "tool_choice.type")
+    raise ApiError(400, f"unsupported tool_choice type {kind!r}; expected 'function', 'custom' or 'allowed_tools'",
                    param="tool_choice.type", code="invalid_value")
 
 
-def _known_tool(name: Any, names: set[str], at: str) -> None:
+def _named(value: dict[str, Any], tools: ParsedTools, at: str) -> tuple[str, dict[str, Any]]:
+    """A ``{type, name[, namespace]}`` reference (or Chat's ``{type, function: {name}}``) -> model name, echo."""
+    kind = value.get("type")
+    fn = value.get("function")
+    if kind == "function" and isinstance(fn, dict) and "name" not in value:
+        name, name_at = fn.get("name"), f"{at}.function.name"
+    else:
+        name, name_at = value.get("name"), f"{at}.name"
     if not isinstance(name, str) or not name:
-        raise ApiError(400, f"missing required parameter: '{at}'", param=at, code="missing_required_parameter")
-    if name not in names:
-        known = ", ".join(sorted(names)) or "(no tools were given)"
-        raise ApiError(400, f"'{at}' names {name!r}, which is not in 'tools'; defined tools: {known}",
-                       param=at, code="invalid_value")
+        raise ApiError(400, f"missing required parameter: '{name_at}'", param=name_at,
+                       code="missing_required_parameter")
+    namespace = value.get("namespace")
+    model_name = tools.model_name(name, namespace if isinstance(namespace, str) else None, kind)
+    if model_name is None and namespace is None and name in tools.routes and tools.routes[name].type == kind:
+        model_name = name  # a namespaced tool named by its model-facing name
+    if model_name is None:
+        known = ", ".join(sorted(f"{r.namespace}.{r.name}" if r.namespace else r.name
+                                 for r in tools.routes.values() if r.type == kind)) or f"(no {kind} tools were given)"
+        raise ApiError(400, f"'{name_at}' names {name!r}, which is not a {kind} tool in 'tools'; defined: {known}",
+                       param=name_at, code="invalid_value")
+    echo: dict[str, Any] = {"type": kind, "name": name}
+    if isinstance(namespace, str):
+        echo["namespace"] = namespace
+    return model_name, echo
 
 
 # --------------------------------------------------------------------------- text format

@@ -58,6 +58,11 @@ def _item_events(emit: Any, index: int, item: dict[str, Any]) -> None:
         if item.get("arguments"):
             emit("response.function_call_arguments.delta", **base, delta=item["arguments"])
         emit("response.function_call_arguments.done", **base, name=item["name"], arguments=item["arguments"])
+    elif kind == "custom_tool_call":
+        emit("response.output_item.added", output_index=index, item={**item, "input": "", "status": "in_progress"})
+        if item.get("input"):
+            emit("response.custom_tool_call_input.delta", **base, delta=item["input"])
+        emit("response.custom_tool_call_input.done", **base, input=item["input"])
     elif kind in ("message", "reasoning"):
         emit("response.output_item.added", output_index=index,
              item={**item, "content": [], "status": "in_progress"})
@@ -117,6 +122,8 @@ def _apply_delta(item: dict[str, Any], kind: str, event: Event) -> None:
         part["text"] = part.get("text", "") + event["delta"]
     elif kind == "response.function_call_arguments.delta":
         item["arguments"] = item.get("arguments", "") + event["delta"]
+    elif kind == "response.custom_tool_call_input.delta":
+        item["input"] = item.get("input", "") + event["delta"]
 
 
 def close_interrupted(logged: list[Event], resource: dict[str, Any]) -> list[Event]:
@@ -138,7 +145,7 @@ def close_interrupted(logged: list[Event], resource: dict[str, Any]) -> list[Eve
             open_parts.add((index, event["content_index"]))
         elif kind == "response.content_part.done":
             open_parts.discard((index, event["content_index"]))
-        elif kind == "response.function_call_arguments.done":
+        elif kind in ("response.function_call_arguments.done", "response.custom_tool_call_input.done"):
             args_done.add(index)
     events: list[Event] = []
     next_sequence = logged[-1]["sequence_number"] + 1 if logged else 0
@@ -160,5 +167,7 @@ def close_interrupted(logged: list[Event], resource: dict[str, Any]) -> list[Eve
             emit("response.content_part.done", **at, part=part)
         if item.get("type") == "function_call" and index not in args_done:
             emit("response.function_call_arguments.done", **base, name=item["name"], arguments=item["arguments"])
+        if item.get("type") == "custom_tool_call" and index not in args_done:
+            emit("response.custom_tool_call_input.done", **base, input=item.get("input", ""))
         emit("response.output_item.done", output_index=index, item=item)
     return events + closing_events(resource, next_sequence + len(events))

@@ -15,9 +15,15 @@ from typing import Any
 
 from kernel import ApiError, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
 from plugins.openresponses import models as m
+from plugins.openresponses.fields import check_fields
+from plugins.openresponses.hosted import HostedToolsPolicy
 from plugins.openresponses.items import Draft, SystemMessage, parse_input
-from plugins.openresponses.params import parse_text, parse_tool_choice, parse_tools
+from plugins.openresponses.params import parse_text, parse_tool_choice
 from plugins.openresponses.resource import ResponseParams
+from plugins.openresponses.tools import ParsedTools, parse_tools
+
+# Request options an OpenAI-compatible upstream may forward as they are (Limits.hints).
+_HINT_FIELDS = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "truncation")
 
 
 @dataclass
@@ -41,20 +47,31 @@ class ParsedRequest:
     raw_input: Any = None
     # The input's system and developer messages, in order (also part of ``system``).
     system_messages: list[SystemMessage] = field(default_factory=list)
+    # The tools as parsed: model-facing names, routes back, hosted tools left out.
+    parsed_tools: ParsedTools = field(default_factory=ParsedTools)
+    client_metadata: dict[str, str] | None = None
+    # Top-level fields outside the known table (vendor flags): warned about, named in a header.
+    ignored_fields: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
-    """Validate the whole body (no I/O); 400 with the field path on the first problem."""
+def parse_create_body(data: dict[str, Any], hosted_tools: HostedToolsPolicy = "omit") -> ParsedRequest:
+    """Validate the whole body (no I/O); 400 with the field path on the first problem.
+
+    ``hosted_tools`` is the plugin's policy for hosted tool types (see
+    :mod:`plugins.openresponses.hosted`).
+    """
+    ignored = check_fields(data) if isinstance(data, dict) else []
     body = m.validate(m.CreateResponseBody, data, "")
     if body.input is None and body.previous_response_id is None:
         raise ApiError(400, "missing required parameter: 'input' (a string or an array of items)",
                        param="input", code="missing_required_parameter")
-    items, system_messages, needs = parse_input(body.input)
-    tools, tools_echo = parse_tools(body.tools)
-    choice, choice_echo = parse_tool_choice(body.tool_choice, tools)
+    parsed_tools = parse_tools(body.tools, hosted_tools)
+    items, system_messages, needs = parse_input(body.input, tools=parsed_tools)
+    tools, tools_echo = parsed_tools.specs, parsed_tools.echo
+    choice, choice_echo = parse_tool_choice(body.tool_choice, parsed_tools)
     response_format, text_echo = parse_text(body.text)
     system = "\n\n".join(t for t in [body.instructions or "", *(text for _, text in system_messages)] if t)
     parallel = True if body.parallel_tool_calls is None else body.parallel_tool_calls
@@ -84,18 +101,23 @@ def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
         safety_identifier=body.safety_identifier,
         prompt_cache_key=body.prompt_cache_key,
         user=body.user,
+        tool_namespaces={name: [route.namespace, route.name] for name, route in parsed_tools.routes.items()
+                         if route.namespace is not None},
     )
     # Penalties are range-checked by the model (-2..2); top_logprobs is echoed only.
     limits = Limits(max_output_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p,
                     max_tool_calls=body.max_tool_calls, parallel_tool_calls=parallel,
                     presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                    reasoning_effort=reasoning.effort if reasoning else None)
+                    reasoning_effort=reasoning.effort if reasoning else None,
+                    verbosity=text_echo.get("verbosity"),
+                    hints={name: data[name] for name in _HINT_FIELDS if data.get(name) is not None})
     return ParsedRequest(
         params=params, items=items, system=system, tools=tools, tool_choice=choice, limits=limits,
         response_format=response_format, metadata=dict(body.metadata or {}), user=body.user,
         stream=bool(body.stream), background=bool(body.background), needs_resolution=needs,
         include=list(body.include or []),
-        raw_input=body.input, system_messages=system_messages,
+        raw_input=body.input, system_messages=system_messages, parsed_tools=parsed_tools,
+        client_metadata=data.get("client_metadata"), ignored_fields=ignored,
     )
 
 

@@ -17,6 +17,7 @@ from kernel.types import Turn
 RESPONSE_PREFIX = "resp"
 MESSAGE_PREFIX = "msg"
 FUNCTION_CALL_PREFIX = "fc"
+CUSTOM_TOOL_CALL_PREFIX = "ctc"
 REASONING_PREFIX = "rs"
 COMPACTION_PREFIX = "cmp"
 
@@ -53,6 +54,9 @@ class ResponseParams:
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     user: str | None = None
+    # Model-facing tool name -> [namespace, name] for tools inside a namespace tool: calls
+    # go back to the client under the name and namespace it declared. Not echoed.
+    tool_namespaces: dict[str, list[str]] = field(default_factory=dict)
 
     def settle(self, turn: Turn, *, model: str) -> None:
         """Fill what the request left open with what the run really uses (agent defaults)."""
@@ -133,7 +137,8 @@ def usage_object(usage: Usage | None) -> dict[str, Any] | None:
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        # cache_write_tokens: the openai SDK's Usage requires it (nothing is written to a cache here).
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
@@ -155,10 +160,24 @@ def message_item(item_id: str, status: str, text: str | None) -> dict[str, Any]:
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
-def function_call_item(item_id: str, status: str, call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    """A ``function_call`` output item."""
-    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+def function_call_item(item_id: str, status: str, call_id: str, name: str, arguments: str,
+                       namespace: str | None = None) -> dict[str, Any]:
+    """A ``function_call`` output item (``namespace`` only for a tool inside a namespace tool)."""
+    item = {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
             "status": status}
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
+
+
+def custom_tool_call_item(item_id: str, status: str, call_id: str, name: str, input_text: str,
+                          namespace: str | None = None) -> dict[str, Any]:
+    """A ``custom_tool_call`` output item (OpenAI's freeform tool call; outside the published spec)."""
+    item = {"type": "custom_tool_call", "id": item_id, "call_id": call_id, "name": name, "input": input_text,
+            "status": status}
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 def reasoning_item(item_id: str, status: str, text: str | None) -> dict[str, Any]:

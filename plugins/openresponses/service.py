@@ -19,6 +19,8 @@ from kernel.streaming import sse_response
 from plugins.openresponses import compact as c
 from plugins.openresponses import resource as r
 from plugins.openresponses.builder import ResponseBuilder
+from plugins.openresponses.fields import IGNORED_FIELDS_HEADER
+from plugins.openresponses.hosted import OMITTED_TOOLS_HEADER
 from plugins.openresponses.item_views import model_view
 from plugins.openresponses.items import Draft, resolve_items
 from plugins.openresponses.request import ParsedRequest, build_turn, parse_compact_body, parse_create_body
@@ -50,7 +52,8 @@ class ResponsesService:
 
     async def create(self) -> Response:
         """Create a response: JSON once the run ends, or an SSE stream of its events."""
-        parsed = await for_body(parse_create_body, await read_json(self.settings.max_body_bytes))
+        body = await read_json(self.settings.max_body_bytes)
+        parsed = await for_body(lambda: parse_create_body(body, self.settings.hosted_tools))
         if parsed.background and not self.stored.supports_background:
             raise ApiError(400, "background responses need a response store, and this server stores none; "
                            "send background: false", param="background", code="unsupported_parameter")
@@ -60,22 +63,26 @@ class ResponsesService:
                            code="invalid_value")
         principal = g.principal
         prepared = await self.prepare(parsed, request.headers, principal)
+        headers = request_notes(parsed)
         background = parsed.background
         started = await self.launch(prepared, principal, record=True)
         builder, run = started.builder, started.run
         if started.follower is not None:
             # A background run outlives its stream: a client that leaves may resume with GET.
-            return sse_response(sse_chunks(started.follower, before_done=lambda: self.stored.settle(builder)),
-                                on_disconnect=None if background else run.cancel,
-                                keepalive=self.settings.keepalive_seconds)
+            response = sse_response(sse_chunks(started.follower, before_done=lambda: self.stored.settle(builder)),
+                                    on_disconnect=None if background else run.cancel,
+                                    keepalive=self.settings.keepalive_seconds)
+            response.headers.update(headers)
+            return response
         if background:
             # A background request is answered at once, with the response as created (queued).
-            return _json(started.accepted or builder.resource(), 200, {})
+            return _json(started.accepted or builder.resource(), 200, headers)
         await wait_or_cancel(run)
         if not builder.record_events:
             builder.feed_many(run.events_log)  # nobody watched: build the items in one pass
         await self.stored.settle(builder)
-        return _json(builder.resource(), *http_status(builder))
+        status, extra = http_status(builder)
+        return _json(builder.resource(), status, {**headers, **extra})
 
     # ------------------------------------------------------------------ the create path, per transport
 
@@ -208,6 +215,27 @@ class Started:
     run: Run
     follower: EventFollower | None
     accepted: dict[str, Any] | None
+
+
+def request_notes(parsed: ParsedRequest) -> dict[str, str]:
+    """Log what the request carries beyond the turn; the response headers that say so.
+
+    Hosted tools left out of the model's view get one warning per request and the
+    ``x-kernel-omitted-tools`` header, so an omission is never silent.
+    """
+    headers: dict[str, str] = {}
+    omitted = parsed.parsed_tools.omitted
+    if omitted:
+        names = ",".join(omitted)
+        log.warning("hosted tools not run by this gateway were left out of the model's view: %s", names)
+        headers[OMITTED_TOOLS_HEADER] = names
+    if parsed.ignored_fields:
+        names = ",".join(parsed.ignored_fields)
+        log.warning("request fields unknown to this gateway were ignored: %s", names)
+        headers[IGNORED_FIELDS_HEADER] = names
+    if parsed.client_metadata:
+        log.info("client_metadata: %s", encode_json(parsed.client_metadata).decode())
+    return headers
 
 
 def check_tool_outputs(history: list[Item], items: list[Item], raw_input: Any) -> None:

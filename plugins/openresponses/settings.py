@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kernel.media import MediaLimits
+from plugins.openresponses.hosted import HostedToolsPolicy
 from plugins.openresponses.retention import parse_duration
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
@@ -26,6 +27,10 @@ class OpenResponsesSettings(BaseModel):
     run_timeout_seconds: float | None = Field(None, gt=0)
     # Seconds of silence on a stream before a ": ping" comment keeps proxies from closing it.
     keepalive_seconds: float = Field(15.0, gt=0)
+    # Hosted tools the gateway does not run (web_search, file_search, mcp ...): "omit" leaves
+    # them out of the model's view (echoed, logged, named in x-kernel-omitted-tools);
+    # "reject" answers 400 naming the tool.
+    hosted_tools: HostedToolsPolicy = "omit"
 
     # ---- WebSocket mode (GET /v1/responses with an upgrade)
     # A connection is closed after this long (the spec's 60 minutes): the client gets an

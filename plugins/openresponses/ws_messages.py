@@ -7,6 +7,7 @@ from typing import Any
 from kernel import ApiError
 from kernel.http import decode_json
 from plugins.openresponses import models as m
+from plugins.openresponses.hosted import HostedToolsPolicy
 from plugins.openresponses.request import ParsedRequest, parse_create_body
 
 CREATE = "response.create"
@@ -33,7 +34,8 @@ def decode_message(message: str | bytes, max_bytes: int) -> dict[str, Any]:
     return data
 
 
-def parse_create_message(data: dict[str, Any]) -> tuple[ParsedRequest, bool]:
+def parse_create_message(data: dict[str, Any], hosted_tools: HostedToolsPolicy = "omit",
+                         ) -> tuple[ParsedRequest, bool]:
     """A ``response.create`` message -> (the parsed create body, whether to generate output)."""
     for name in DISALLOWED_FIELDS:
         if name in data:
@@ -45,7 +47,7 @@ def parse_create_message(data: dict[str, Any]) -> tuple[ParsedRequest, bool]:
         raise ApiError(400, f"invalid type for 'generate': expected a boolean, got {m.type_name(generate)}",
                        param=GENERATE, code="invalid_type")
     body = {k: v for k, v in data.items() if k not in ("type", GENERATE)}
-    parsed = parse_create_body(body)
+    parsed = parse_create_body(body, hosted_tools)
     # Every WebSocket turn is streamed (its id is out with response.created), except a
     # warmup, which has no events worth recording and is kept once complete.
     parsed.stream = generate

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from kernel import ApiError, Item
 from plugins.openresponses.builder import TERMINAL_EVENTS, ResponseBuilder
 from plugins.openresponses.item_views import output_to_items
+from plugins.openresponses.service import request_notes
 from plugins.openresponses.stream import encode_json
 from plugins.openresponses.ws_messages import decode_message, parse_create_message
 
@@ -177,7 +178,8 @@ class ResponsesSocket:
 
     async def _turn_body(self, data: dict[str, Any]) -> bool:
         """Run one turn; True when it produced a response later turns may continue from."""
-        parsed, generate = parse_create_message(data)
+        parsed, generate = parse_create_message(data, self.settings.hosted_tools)
+        request_notes(parsed)  # a WebSocket has no per-turn headers: the warning log still names omissions
         prepared = await self.service.prepare(parsed, self.headers, self.principal, previous=self._previous)
         if not generate:
             return await self._warmup(prepared)

@@ -388,3 +388,25 @@ async def test_pdf_extraction_stops_at_its_time_budget_and_says_it_was_cut() -> 
     # Only the first page is read before the budget is seen to be spent.
     assert "Page 0" in part.text and "Page 39" not in part.text
     assert "[truncated: the file has more text" in part.text
+
+
+def _pdf_without_xref(tail: bytes) -> bytes:
+    """A hand-written one-page PDF with no xref table (like the compliance tester's fixture)."""
+    content = b"BT /F1 24 Tf 100 700 Td (Hello World) Tj ET"
+    return (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+            b"2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 1 >>\nendobj\n"
+            b"3 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>\nendobj\n"
+            b"4 0 obj\n<< /Length " + str(len(content)).encode() + b" >>\nstream\n" + content
+            + b"\nendstream\nendobj\n5 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>\nendobj\n" + tail)
+
+
+@pytest.mark.parametrize("tail", [
+    b"trailer\n<< /Root 1 0 R >>\n%%EOF\n",  # a trailer but no xref and no startxref
+    b"%%EOF\n",  # no trailer either
+    b"",  # not even %%EOF
+    b"trailer\n<< /Root 1 0 R >>\nstartxref\n9999\n%%EOF\n",  # a startxref pointing nowhere
+])
+async def test_pdf_without_a_usable_xref_is_still_read(tail: bytes) -> None:
+    part = await loader().file(file_data=b64(_pdf_without_xref(tail)), filename="x.pdf", param="p")
+    assert part.text == "Hello World"

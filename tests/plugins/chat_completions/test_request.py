@@ -177,7 +177,7 @@ async def test_image_and_file_parts_go_through_the_media_loader():
     ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
     ({"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}}, "stream_options",
      "only allowed when 'stream' is true"),
-    ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "custom", "custom": {"name": "x"}}]},
+    ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search", "name": "x"}]},
      "tools[0].type", "not supported"),
     ({"messages": [{"role": "user", "content": "x"}], "tools": [TOOLS[0], TOOLS[0]]}, "tools[1].function.name",
      "duplicate"),

@@ -205,8 +205,8 @@ async def test_auto_tool_choice_answers_with_text():
 def test_unknown_echo_option_names_the_table(make_app):
     with pytest.raises(ConfigError) as info:
         make_app({"providers": {"e": {"kind": "echo", "delay": 1}}})
-    assert "[providers.e] unknown key 'delay'; valid keys: accepts_images, delay_seconds, fail_after_words, mode, " \
-           "reasoning" in str(info.value)
+    assert "[providers.e] unknown key 'delay'; valid keys: accepts_images, call_tool, delay_seconds, " \
+           "fail_after_words, mode, reasoning" in str(info.value)
 
 
 def test_the_echo_plugin_registers_only_a_provider(make_app):

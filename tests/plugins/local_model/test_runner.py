@@ -158,3 +158,22 @@ def test_auto_tool_choice_answers_in_text_without_showing_the_tools() -> None:
     assert engine.sampled[0].grammar is None
     assert "get_weather" not in engine.prompts[0]
     assert [type(e) for e in events] == [TextDelta, TextDelta, Usage, Finished]
+
+
+def test_custom_tool_input_is_free_text_with_its_grammar_in_the_prompt() -> None:
+    patch = ToolSpec(name="apply_patch", tool_kind="custom", description="Edit files",
+                     format={"type": "grammar", "syntax": "lark", "definition": 'start: "*** Begin Patch"'})
+    turn = ask("edit", tools=[patch], tool_choice=ToolChoice(mode="required", function="apply_patch"))
+    engine, events = run(turn, ["*** Begin Patch"])
+    (sampling,) = engine.sampled
+    assert sampling.grammar is None  # lark is not translated to GBNF: stated, not enforced
+    assert "lark grammar" in engine.prompts[0] and "Begin Patch" in engine.prompts[0]
+    start = next(e for e in events if isinstance(e, ToolCallStart))
+    done = next(e for e in events if isinstance(e, ToolCallDone))
+    assert start.tool_kind == done.tool_kind == "custom"
+    assert done.arguments == "*** Begin Patch"
+
+
+def test_verbosity_is_stated_in_the_system_text() -> None:
+    engine, _ = run(ask(limits=Limits(verbosity="low")), ["Hi"])
+    assert "Answer briefly." in engine.prompts[0]

@@ -137,7 +137,7 @@ def test_http_errors(server):
     ({"input": [{"role": "user", "content": 7}]}, "input[0].content"),
     ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, "input[0].arguments"),
     ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
-    ({"input": [{"type": "web_search_call"}]}, "input[0].type"),
+    ({"input": [{"type": "bogus_call"}]}, "input[0].type"),  # hosted call items are carried as text
     ({"input": [{"content": "no role"}]}, "input[0].type"),
     ({"input": [{"role": "assistant", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "input[0].content[0].type"),

@@ -112,9 +112,11 @@ def test_errors_name_the_field_path(body, param, code):
     assert param in error.message
 
 
-def test_unknown_top_level_fields_are_ignored():
+def test_unknown_top_level_fields_are_named_not_refused():
     parsed = parse_create_body({"input": "x", "conversation": None, "some_vendor_flag": True})
     assert parsed.params.model is None
+    # Not dropped quietly: the service warns and names them in x-kernel-ignored-fields.
+    assert parsed.ignored_fields == ["some_vendor_flag"]
 
 
 async def test_user_message_with_media_stays_pending_until_resolved():
