@@ -15,6 +15,7 @@ from typing import Any
 
 from kernel import ApiError, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
 from plugins.openresponses import models as m
+from plugins.openresponses.conversations.params import take_conversation
 from plugins.openresponses.items import Draft, SystemMessage, parse_input
 from plugins.openresponses.params import parse_text, parse_tool_choice, parse_tools
 from plugins.openresponses.resource import ResponseParams
@@ -41,6 +42,8 @@ class ParsedRequest:
     raw_input: Any = None
     # The input's system and developer messages, in order (also part of ``system``).
     system_messages: list[SystemMessage] = field(default_factory=list)
+    # ``conversation`` (an id), handled by plugins/openresponses/conversations/.
+    conversation: str | None = None
 
 
 # --------------------------------------------------------------------------- entry points
@@ -48,6 +51,7 @@ class ParsedRequest:
 
 def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
     """Validate the whole body (no I/O); 400 with the field path on the first problem."""
+    data, conversation = take_conversation(data)  # conversations: split off before the spec's fields
     body = m.validate(m.CreateResponseBody, data, "")
     if body.input is None and body.previous_response_id is None:
         raise ApiError(400, "missing required parameter: 'input' (a string or an array of items)",
@@ -95,7 +99,7 @@ def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
         response_format=response_format, metadata=dict(body.metadata or {}), user=body.user,
         stream=bool(body.stream), background=bool(body.background), needs_resolution=needs,
         include=list(body.include or []),
-        raw_input=body.input, system_messages=system_messages,
+        raw_input=body.input, system_messages=system_messages, conversation=conversation,
     )
 
 

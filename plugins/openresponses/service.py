@@ -19,6 +19,8 @@ from kernel.streaming import sse_response
 from plugins.openresponses import compact as c
 from plugins.openresponses import resource as r
 from plugins.openresponses.builder import ResponseBuilder
+from plugins.openresponses.conversations import turns as conv_turns
+from plugins.openresponses.conversations.service import ConversationsService
 from plugins.openresponses.item_views import model_view
 from plugins.openresponses.items import Draft, resolve_items
 from plugins.openresponses.request import ParsedRequest, build_turn, parse_compact_body, parse_create_body
@@ -45,6 +47,7 @@ class ResponsesService:
         self.kernel = kernel
         self.settings = settings
         self.stored = stored or StoredResponses()
+        self.conversations = ConversationsService(kernel, settings, self.stored.find_item)
 
     # ------------------------------------------------------------------ POST /v1/responses
 
@@ -89,6 +92,16 @@ class ResponsesService:
         model = parsed.params.model
         agent = self.kernel.agents.resolve(model, headers)
         session_key = requested_session_key(headers, agent=agent.name, surface=SURFACE, user=parsed.user)
+        # ---- conversations: the turn runs on the conversation's session
+        conversation = None
+        if parsed.conversation is not None:
+            if "x-session-key" in headers:
+                raise ApiError(400, "send either 'conversation' or an x-session-key header, not both: each names "
+                               "the session the turn continues", param="conversation", code="invalid_request")
+            conversation = await conv_turns.resolve(self.conversations.records, principal, parsed.conversation)
+            session_key = conversation.key
+            parsed.params.conversation = conversation.id
+        # ---- end conversations
         history: list[Item] = []
         previous_id = parsed.params.previous_response_id
         if previous_id is not None:
@@ -98,6 +111,10 @@ class ResponsesService:
             # With a session the transcript (loaded when the run starts) may hold the call.
             check_tool_outputs(history, items, parsed.raw_input)
         turn = build_turn(parsed, items, agent=agent.name, history=history, session_key=session_key)
+        if conversation is not None:
+            # Every item the client sent joins the conversation (the kernel appends turn.input), named.
+            turn.input, turn.history = [*turn.history, *turn.input], []
+            conv_turns.name_input(turn.input)
         if model and not self._names_agent(model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
@@ -117,7 +134,11 @@ class ResponsesService:
         run = self.kernel.runs.start(prepared.turn, background=background, principal=principal,
                                      timeout=self.settings.run_timeout_seconds)
         try:
-            builder = ResponseBuilder(parsed.params, created_at=int(run.created_at), record_events=parsed.stream)
+            # A conversation turn's output items take the ids its transcript keeps (conversations/turns.py);
+            # its builder follows the run live, so every id is known before the kernel saves the turn.
+            names = conv_turns.output_namer(run, self.kernel.sessions) if parsed.conversation else None
+            builder = ResponseBuilder(parsed.params, created_at=int(run.created_at),
+                                      record_events=parsed.stream or names is not None, item_ids=names)
             if record:
                 await self.stored.track(builder, run, parsed, prepared.items, principal)
             follower = EventFollower(builder) if parsed.stream else None
