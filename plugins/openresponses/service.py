@@ -75,6 +75,8 @@ class ResponsesService:
             # A background request is answered at once, with the response as created (queued).
             return _json(started.accepted or builder.resource(), 200, {})
         await wait_or_cancel(run)
+        if started.saved is not None:
+            await started.saved
         if not builder.record_events:
             builder.feed_many(run.events_log)  # nobody watched: build the items in one pass
         await self.stored.settle(builder)
@@ -133,6 +135,7 @@ class ResponsesService:
         background = parsed.background
         run = self.kernel.runs.start(prepared.turn, background=background, principal=principal,
                                      timeout=self.settings.run_timeout_seconds)
+        saved: asyncio.Future[None] | None = None
         try:
             # A conversation turn's output items take the ids its transcript keeps (conversations/turns.py);
             # its builder follows the run live, so every id is known before the kernel saves the turn.
@@ -147,11 +150,15 @@ class ResponsesService:
             if builder.record_events:
                 # Live: a stream (or a store) follows events as they happen; drive() first
                 # replays whatever the run already did, so nothing is missed.
-                drive(builder, run)
+                if names is not None:
+                    # The turn's end reaches the response only once the kernel has saved its items.
+                    saved = conv_turns.drive_after_save(builder, run)
+                else:
+                    drive(builder, run)
         except BaseException:
             run.cancel()  # nobody will ever read this run
             raise
-        return Started(builder=builder, run=run, follower=follower, accepted=accepted)
+        return Started(builder=builder, run=run, follower=follower, accepted=accepted, saved=saved)
 
     def _stored_previous(self, principal: str | None) -> PreviousLookup:
         async def lookup(response_id: str) -> list[Item]:
@@ -229,6 +236,8 @@ class Started:
     run: Run
     follower: EventFollower | None
     accepted: dict[str, Any] | None
+    # A conversation turn: done once its items are saved and its builder has the terminal event.
+    saved: asyncio.Future[None] | None = None
 
 
 def check_tool_outputs(history: list[Item], items: list[Item], raw_input: Any) -> None:

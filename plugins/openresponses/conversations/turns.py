@@ -12,6 +12,7 @@ takes those names), and the item a cancel or failure cut short is noted
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,13 @@ from kernel import (
     ToolCallStart,
 )
 from kernel.session_records import SessionRecord, SessionRecords
+from kernel.types import TERMINAL_KINDS
 from plugins.openresponses import resource as r
 
 if TYPE_CHECKING:
     from kernel.runs import Run
     from kernel.sessions import SessionStore
+    from plugins.openresponses.builder import ResponseBuilder
 
 _PREFIXES: dict[type, str] = {Message: r.MESSAGE_PREFIX, Reasoning: r.REASONING_PREFIX,
                               ToolCall: r.FUNCTION_CALL_PREFIX}
@@ -120,6 +123,34 @@ class OutputNames:
         for index, position in self._call_positions.items():
             if index not in self._calls_done:
                 self.sessions.note_status(self.ids[position], "incomplete")
+
+
+def drive_after_save(builder: ResponseBuilder, run: Run) -> asyncio.Future[None]:
+    """Like :func:`plugins.openresponses.stream.drive`, but the run's terminal event reaches
+    the builder only once the run has ended, that is once the kernel has appended the
+    turn to the conversation: whoever sees the response finish (a stream, a poll of a
+    background response, a JSON answer) then finds its items in the conversation.
+
+    Returns the future that feeds the terminal event; it is done once the builder is.
+    """
+    held: list[RunEvent] = []
+
+    def feed(event: RunEvent) -> None:
+        if event.kind in TERMINAL_KINDS:
+            held.append(event)
+        else:
+            builder.feed(event)
+
+    for event in list(run.events_log):
+        feed(event)
+    run.listeners.append(lambda _run, event: feed(event))
+
+    async def finish() -> None:
+        await run.wait()
+        for event in held[:1]:
+            builder.feed(event)
+
+    return asyncio.ensure_future(finish())
 
 
 def output_namer(run: Run, sessions: SessionStore) -> Callable[[int, str], str]:
