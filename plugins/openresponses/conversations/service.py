@@ -49,9 +49,7 @@ class ConversationsService:
 
     @property
     def retention_seconds(self) -> float | None:
-        """``conversation_retention`` if set, else the responses' ``retention``; None keeps forever."""
-        chosen = self.settings.conversation_retention
-        return parse_duration(chosen) if chosen is not None else self.settings.retention_seconds
+        return retention_seconds(self.settings)
 
     def start(self) -> None:
         """Start the retention sweep (conversations untouched for longer are deleted with their items)."""
@@ -151,6 +149,12 @@ class ConversationsService:
             return await self._lookup(item_id, principal) if self._lookup is not None else None
 
         return await resolve_items(drafts, MediaLoader(self.settings.media), lookup)
+
+
+def retention_seconds(settings: OpenResponsesSettings) -> float | None:
+    """``conversation_retention`` if set, else the responses' ``retention``; None keeps forever."""
+    chosen = settings.conversation_retention
+    return parse_duration(chosen) if chosen is not None else settings.retention_seconds
 
 
 def _item_not_found(conversation_id: str, item_id: str) -> ApiError:

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from openai.types.conversations import ConversationItemList
 
+from kernel.errors import ConfigError
 from kernel.testing import AUTH_HEADERS, TEST_TOKEN, serve_process
 
 from .conftest import wait_for
-from .stored_support import Probe
+from .stored_support import Probe, stored_app
 from .ws_support import Socket, text_of
 
 
@@ -130,3 +132,44 @@ def test_conversations_survive_a_restart(tmp_path):
         second = sdk.responses.create(model="main", conversation=conv.id, input="two")
         assert second.output_text == f"user: remember\nuser: one\nassistant: {first.output_text}\nuser: two"
         sdk.close()
+
+
+def test_idle_conversations_expire_by_conversation_retention(make_app, live_server, tmp_path):
+    app = stored_app(make_app, retention="none", conversation_retention="1h", sweep_interval_seconds=0.05)
+    state = tmp_path / "state"
+    with live_server(app) as base:
+        sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=TEST_TOKEN, max_retries=0)
+        old = sdk.conversations.create(items=[{"role": "user", "content": "old"}])
+        fresh = sdk.conversations.create(items=[{"role": "user", "content": "fresh"}])
+        with sqlite3.connect(state / "kernel.sqlite3") as db:
+            db.execute("UPDATE session_meta SET updated_at = updated_at - 7200 WHERE id = ?", (old.id,))
+        wait_for(lambda: _gone(sdk, old.id))
+        with sqlite3.connect(state / "kernel.sqlite3") as db:
+            left = db.execute("SELECT count(*) FROM session_items WHERE session_key = ?", (old.id,)).fetchone()[0]
+        assert left == 0
+        assert sdk.conversations.retrieve(fresh.id).id == fresh.id
+        sdk.close()
+
+
+def _gone(sdk: openai.OpenAI, conversation_id: str) -> bool:
+    try:
+        sdk.conversations.retrieve(conversation_id)
+    except openai.NotFoundError:
+        return True
+    return False
+
+
+def test_conversation_retention_follows_retention_unless_set(make_app):
+    from plugins.openresponses.conversations.service import retention_seconds
+    from plugins.openresponses.settings import OpenResponsesSettings
+
+    def seconds(**options: str) -> float | None:
+        return retention_seconds(OpenResponsesSettings(**options))
+
+    assert seconds() == 30 * 86400
+    assert seconds(retention="2h") == 7200
+    assert seconds(retention="2h", conversation_retention="none") is None
+    assert seconds(conversation_retention="90d") == 90 * 86400
+    with pytest.raises(ConfigError) as err:
+        stored_app(make_app, conversation_retention="ninety days")
+    assert "conversation_retention" in str(err.value)
