@@ -94,6 +94,8 @@ class ConversationsService:
 
     async def delete(self, conversation_id: str) -> Response:
         record = await self._find(conversation_id)
+        if self.kernel.sessions.lock(record.key, principal=g.principal).locked():
+            log.info("conversation %r: a turn is running on it; deleting once it has ended", record.id[:80])
         await self.records.delete(g.principal, record)
         return _json(wire.deleted_object(record.id))
 
@@ -134,6 +136,8 @@ class ConversationsService:
     # ------------------------------------------------------------------ helpers
 
     async def _find(self, conversation_id: str) -> SessionRecord:
+        if len(conversation_id) > p.MAX_ID_LENGTH or not conversation_id.isprintable():
+            raise not_found(conversation_id[:p.MAX_ID_LENGTH])  # no session key can look like this
         record = await self.records.find(g.principal, conversation_id)
         if record is None:
             raise not_found(conversation_id)
