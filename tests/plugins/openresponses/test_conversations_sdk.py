@@ -226,3 +226,19 @@ def test_items_added_with_media_and_system_notes_list_in_sdk_shapes(stored):
     assert page.data[0].role == "system" and page.data[1].content[1].type == "input_image"
     assert page.data[3].output == "42" and page.first_id == page.data[0].id and page.last_id == page.data[3].id
 
+
+
+def test_a_tool_call_and_its_output_continue_in_the_conversation(stored):
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    conv = stored.sdk.conversations.create()
+    first = stored.sdk.responses.create(model="words", conversation=conv.id, input="Rome", tools=[tool],
+                                        tool_choice="required")
+    [call] = first.output
+    assert call.type == "function_call"
+    # Only the output is sent: the call it answers is in the conversation.
+    second = stored.sdk.responses.create(model="main", conversation=conv.id, tools=[tool], input=[
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert second.output_text.endswith(f"tool_result [{call.call_id}]: sunny")
+    listed = stored.sdk.conversations.items.list(conv.id, order="asc").data
+    assert [item.type for item in listed] == ["message", "function_call", "function_call_output", "message"]
+    assert listed[1].id == call.id and listed[1].call_id == call.call_id
