@@ -101,12 +101,15 @@ class SessionRecords:
             "WHERE session_key = ? AND owner = ?", (stored, owner))
         if row is not None:
             return _record(row, key=ident)
-        row = await self.store.fetchone(
-            "SELECT MIN(created_at) AS first, MAX(created_at) AS last FROM session_items WHERE session_key = ?",
-            (stored,))
-        if row is None or row["first"] is None:
+        # The first and last items by position (the primary key): O(log n) at any length.
+        first = await self.store.fetchone(
+            "SELECT created_at FROM session_items WHERE session_key = ? ORDER BY seq ASC LIMIT 1", (stored,))
+        if first is None:
             return None
-        return SessionRecord(ident, ident, owner, row["first"], row["last"], {}, registered=False)
+        last = await self.store.fetchone(
+            "SELECT created_at FROM session_items WHERE session_key = ? ORDER BY seq DESC LIMIT 1", (stored,))
+        updated = last["created_at"] if last is not None else first["created_at"]
+        return SessionRecord(ident, ident, owner, first["created_at"], updated, {}, registered=False)
 
     async def set_metadata(self, principal: str | None, record: SessionRecord,
                            metadata: dict[str, str]) -> SessionRecord:
