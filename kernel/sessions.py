@@ -21,12 +21,15 @@ import uuid
 import weakref
 from collections.abc import Mapping
 
+import aiosqlite
+
 from kernel.auth import DEFAULT_PRINCIPAL
 from kernel.errors import ApiError, ConfigError
 from kernel.store import Store
 from kernel.types import Item, item_from_dict, item_to_dict
 
 MAX_SESSION_KEY_LENGTH = 256
+MAX_NOTED_STATUSES = 10_000
 # Joins a principal and a client's key in the stored key. Not printable, so no key a
 # client may send (validate_session_key) can contain it or spell another's namespace.
 NAMESPACE_SEPARATOR = "\x1f"
@@ -39,7 +42,25 @@ SCHEMA = [
         created_at REAL NOT NULL,
         PRIMARY KEY (session_key, seq)
     )""",
+    # A session's record (kernel.session_records): its public id, owner and metadata. Only
+    # sessions created by id (e.g. an OpenAI conversation) or given metadata have one.
+    """CREATE TABLE IF NOT EXISTS session_meta (
+        session_key TEXT PRIMARY KEY,
+        id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX IF NOT EXISTS session_meta_updated ON session_meta (updated_at)",
+    # Ids are unique per owner (a key-only session's id is its key, which two owners may share).
+    "CREATE UNIQUE INDEX IF NOT EXISTS session_meta_id ON session_meta (owner, id)",
 ]
+# Columns added to session_items after its first release (ALTER TABLE on open): every
+# item's id (unique in its session: item pages use it as their cursor) and its status
+# ("incomplete" for the item a cancel or failure cut short; NULL means completed).
+ITEM_COLUMNS = {"item_id": "TEXT", "status": "TEXT"}
+ITEM_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS session_items_item ON session_items (session_key, item_id)"
 
 
 def validate_session_key(key: str, *, param: str = "x-session-key") -> str:
@@ -103,9 +124,12 @@ class SessionStore:
         self._main_principals = {main_session_principal} if main_session_principal else set()
         self._api_key_names = api_key_names
         self._config_path = config_path
+        # Statuses of items about to be appended, by item id (see note_status).
+        self._statuses: dict[str, str] = {}
 
     async def open(self) -> None:
         await self.store.ensure_schema(SCHEMA)
+        await migrate_item_columns(self.store)
 
     def allow_main_session(self, principal: str) -> None:
         """Let an in-process principal (a plugin's, e.g. ``hooks``) reach the real main session.
@@ -154,23 +178,78 @@ class SessionStore:
         )
         return [item_from_dict(json.loads(r["item"])) for r in rows]
 
-    async def append(self, key: str, items: list[Item], *, principal: str | None = None) -> None:
-        """Add items at the end of the transcript, atomically."""
+    async def append(self, key: str, items: list[Item], *, principal: str | None = None) -> list[str]:
+        """Add items at the end of the transcript, atomically; returns their ids.
+
+        An item keeps its own ``id`` unless the session already holds that id (ids are
+        unique per session); one without gets a fresh ``item_`` id. Statuses noted
+        with :meth:`note_status` are stored with their items.
+        """
         if not items:
-            return
-        key = self.scoped(principal, key)
+            return []
         async with self.store.transaction() as db:
-            async with db.execute(
-                "SELECT COALESCE(MAX(seq), -1) FROM session_items WHERE session_key = ?", (key,)
-            ) as cur:
-                row = await cur.fetchone()
-            start = int(row[0]) + 1
-            now = time.time()
-            await db.executemany(
-                "INSERT INTO session_items (session_key, seq, item, created_at) VALUES (?, ?, ?, ?)",
-                [(key, start + i, json.dumps(item_to_dict(it)), now) for i, it in enumerate(items)],
-            )
+            return await append_rows(db, self.scoped(principal, key), items, self._statuses)
+
+    def note_status(self, item_id: str, status: str) -> None:
+        """Remember the status of an item a run is about to append (e.g. ``incomplete`` for the
+        item a cancel cut short); :meth:`append` stores it with the item and forgets it."""
+        self._statuses[item_id] = status
+        while len(self._statuses) > MAX_NOTED_STATUSES:  # never appended (a failed save): drop the oldest
+            self._statuses.pop(next(iter(self._statuses)))
 
     async def clear(self, key: str, *, principal: str | None = None) -> None:
         """Forget the transcript."""
         await self.store.execute("DELETE FROM session_items WHERE session_key = ?", (self.scoped(principal, key),))
+
+
+async def migrate_item_columns(store: Store) -> None:
+    """Add the item id and status columns to a session_items table made before them."""
+    rows = await store.fetchall("PRAGMA table_info(session_items)")
+    present = {row["name"] for row in rows}
+    missing = [name for name in ITEM_COLUMNS if name not in present]
+    async with store.transaction() as db:
+        for name in missing:
+            await db.execute(f"ALTER TABLE session_items ADD COLUMN {name} {ITEM_COLUMNS[name]}")
+        if "item_id" in missing:
+            # Transcripts written before ids existed get theirs once, here.
+            await db.execute("UPDATE session_items SET item_id = 'item_' || lower(hex(randomblob(12))) "
+                             "WHERE item_id IS NULL")
+        await db.execute(ITEM_INDEX)
+
+
+async def append_rows(db: aiosqlite.Connection, stored_key: str, items: list[Item],
+                      statuses: dict[str, str] | None = None) -> list[str]:
+    """Insert ``items`` at the end of a stored key's transcript inside an open transaction."""
+    async with db.execute(
+        "SELECT COALESCE(MAX(seq), -1) FROM session_items WHERE session_key = ?", (stored_key,)
+    ) as cur:
+        row = await cur.fetchone()
+    start = int(row[0]) + 1
+    wanted = [getattr(item, "id", None) for item in items]
+    taken: set[str] = set()
+    given = [item_id for item_id in wanted if item_id]
+    if given:
+        marks = ",".join("?" * len(given))
+        async with db.execute(f"SELECT item_id FROM session_items WHERE session_key = ? AND item_id IN ({marks})",
+                              (stored_key, *given)) as cur:
+            taken = {r[0] for r in await cur.fetchall()}
+    ids: list[str] = []
+    for item_id in wanted:
+        if not item_id or item_id in taken:
+            item_id = new_item_id()
+        taken.add(item_id)
+        ids.append(item_id)
+    now = time.time()
+    noted = statuses if statuses is not None else {}
+    await db.executemany(
+        "INSERT INTO session_items (session_key, seq, item, created_at, item_id, status) VALUES (?, ?, ?, ?, ?, ?)",
+        [(stored_key, start + i, json.dumps(item_to_dict(it)), now, ids[i], noted.pop(wanted[i] or "", None))
+         for i, it in enumerate(items)],
+    )
+    await db.execute("UPDATE session_meta SET updated_at = ? WHERE session_key = ?", (now, stored_key))
+    return ids
+
+
+def new_item_id() -> str:
+    """A fresh id for an item that came without one."""
+    return "item_" + uuid.uuid4().hex

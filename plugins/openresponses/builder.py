@@ -81,8 +81,12 @@ class ResponseBuilder:
     """Builds one response from one run's events. Not thread-safe; one event loop feeds it."""
 
     def __init__(self, params: r.ResponseParams, *, response_id: str | None = None,
-                 created_at: int | None = None, record_events: bool = True) -> None:
+                 created_at: int | None = None, record_events: bool = True,
+                 item_ids: Callable[[int, str], str] | None = None) -> None:
         self.params = params
+        # Names output item ``index`` given its id prefix (a conversation turn's items take
+        # the ids its transcript keeps); None draws fresh ids.
+        self._item_ids = item_ids
         self.id = response_id or r.new_id(r.RESPONSE_PREFIX)
         self.created_at = int(time.time()) if created_at is None else created_at
         self.status = "in_progress"
@@ -208,7 +212,7 @@ class ResponseBuilder:
             return item
         self._close_open("completed")
         prefix = r.MESSAGE_PREFIX if kind == "message" else r.REASONING_PREFIX
-        item = _Out(kind=kind, id=r.new_id(prefix), index=len(self._items))
+        item = _Out(kind=kind, id=self._new_item_id(prefix), index=len(self._items))
         self._items.append(item)
         self._open = item
         if self.record_events:
@@ -217,6 +221,11 @@ class ResponseBuilder:
             self._emit({"type": "response.content_part.added", "item_id": item.id, "output_index": item.index,
                         "content_index": 0, "part": self._part(item, "")})
         return item
+
+    def _new_item_id(self, prefix: str) -> str:
+        if self._item_ids is None:
+            return r.new_id(prefix)
+        return self._item_ids(len(self._items), prefix)
 
     def _delta(self, item: _Out, text: str) -> None:
         item.chunks.append(text)
@@ -261,7 +270,7 @@ class ResponseBuilder:
         if route is not None:  # a tool inside a namespace: the client knows it by namespace + name
             namespace, name = route
         call = _Out(kind="custom_tool_call" if custom else "function_call",
-                    id=r.new_id(r.CUSTOM_TOOL_CALL_PREFIX if custom else r.FUNCTION_CALL_PREFIX),
+                    id=self._new_item_id(r.CUSTOM_TOOL_CALL_PREFIX if custom else r.FUNCTION_CALL_PREFIX),
                     index=len(self._items), call_id=call_id, name=name, namespace=namespace)
         self._items.append(call)
         self._calls[index] = call

@@ -51,7 +51,7 @@ FIELDS: dict[str, Treatment] = {
     "user": "passed",
     "prompt_cache_retention": "passed",
     "client_metadata": "honoured",  # Codex: validated and logged with the request
-    "conversation": "refused",  # the Conversations API is not served (yet)
+    "conversation": "honoured",  # split off first by conversations/params.py
     "prompt": "refused",  # stored prompt templates live on OpenAI's platform
     "context_management": "refused",  # server-side compaction: use POST /v1/responses/compact
     "moderation": "refused",  # OpenAI's moderation policies
@@ -103,10 +103,6 @@ def _refuse(name: str, value: Any) -> None:
             return  # 0 is fine; a wrong type or range gets the model's own 400
         raise ApiError(400, "top_logprobs is not supported: no provider behind this gateway returns logprobs; "
                        "send 0 or leave it out", param=name, code="unsupported_parameter")
-    if name == "conversation":
-        raise ApiError(400, "'conversation' is not supported by this gateway yet (no Conversations API); chain "
-                       "turns with previous_response_id or a session header instead", param=name,
-                       code="unsupported_parameter")
     if name == "prompt":
         raise ApiError(400, "'prompt' (a stored prompt template) is not supported: this gateway has no prompt "
                        "templates; send the text as instructions and input", param=name,

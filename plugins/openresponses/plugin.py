@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from quart import Blueprint
 
 from kernel import hookimpl
+from plugins.openresponses.conversations.service import ConversationsService
 from plugins.openresponses.persistent import PersistentResponses
 from plugins.openresponses.routes import blueprint
 from plugins.openresponses.service import ResponsesService
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 # One response store per kernel (tests build several apps in one process).
 _STORED: weakref.WeakKeyDictionary[Kernel, StoredResponses] = weakref.WeakKeyDictionary()
+_CONVERSATIONS: weakref.WeakKeyDictionary[Kernel, ConversationsService] = weakref.WeakKeyDictionary()
 
 
 def make_stored(kernel: Kernel, settings: OpenResponsesSettings) -> StoredResponses:
@@ -37,7 +39,9 @@ def register_settings() -> type[BaseModel]:
 def register_routes(kernel: Kernel, settings: BaseModel | None) -> list[Blueprint]:
     opts = settings if isinstance(settings, OpenResponsesSettings) else OpenResponsesSettings()
     stored = _STORED[kernel] = make_stored(kernel, opts)
-    return [blueprint(kernel, opts, ResponsesService(kernel, opts, stored))]
+    service = ResponsesService(kernel, opts, stored)
+    _CONVERSATIONS[kernel] = service.conversations
+    return [blueprint(kernel, opts, service)]
 
 
 @hookimpl
@@ -46,11 +50,17 @@ async def startup(kernel: Kernel) -> None:
     stored = _STORED.get(kernel)
     if stored is not None:
         await stored.start()
+    conversations = _CONVERSATIONS.get(kernel)
+    if conversations is not None:
+        conversations.start()
 
 
 @hookimpl
 async def shutdown(kernel: Kernel) -> None:
     """Stop the sweep and let pending writes land (runs have drained by now)."""
+    conversations = _CONVERSATIONS.get(kernel)
+    if conversations is not None:
+        await conversations.stop()
     stored = _STORED.get(kernel)
     if stored is not None:
         await stored.stop()

@@ -15,6 +15,7 @@ from typing import Any
 
 from kernel import ApiError, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
 from plugins.openresponses import models as m
+from plugins.openresponses.conversations.params import take_conversation
 from plugins.openresponses.fields import check_fields
 from plugins.openresponses.hosted import HostedToolsPolicy
 from plugins.openresponses.items import Draft, SystemMessage, parse_input
@@ -52,6 +53,8 @@ class ParsedRequest:
     client_metadata: dict[str, str] | None = None
     # Top-level fields outside the known table (vendor flags): warned about, named in a header.
     ignored_fields: list[str] = field(default_factory=list)
+    # ``conversation`` (an id), handled by plugins/openresponses/conversations/.
+    conversation: str | None = None
 
 
 # --------------------------------------------------------------------------- entry points
@@ -63,6 +66,7 @@ def parse_create_body(data: dict[str, Any], hosted_tools: HostedToolsPolicy = "o
     ``hosted_tools`` is the plugin's policy for hosted tool types (see
     :mod:`plugins.openresponses.hosted`).
     """
+    data, conversation = take_conversation(data)  # conversations: split off before the spec's fields
     ignored = check_fields(data) if isinstance(data, dict) else []
     body = m.validate(m.CreateResponseBody, data, "")
     if body.input is None and body.previous_response_id is None:
@@ -117,7 +121,7 @@ def parse_create_body(data: dict[str, Any], hosted_tools: HostedToolsPolicy = "o
         stream=bool(body.stream), background=bool(body.background), needs_resolution=needs,
         include=list(body.include or []),
         raw_input=body.input, system_messages=system_messages, parsed_tools=parsed_tools,
-        client_metadata=data.get("client_metadata"), ignored_fields=ignored,
+        client_metadata=data.get("client_metadata"), ignored_fields=ignored, conversation=conversation,
     )
 
 

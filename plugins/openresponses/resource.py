@@ -57,6 +57,8 @@ class ResponseParams:
     # Model-facing tool name -> [namespace, name] for tools inside a namespace tool: calls
     # go back to the client under the name and namespace it declared. Not echoed.
     tool_namespaces: dict[str, list[str]] = field(default_factory=dict)
+    # The conversation the response belongs to (OpenAI's extra, see conversations/).
+    conversation: str | None = None
 
     def settle(self, turn: Turn, *, model: str) -> None:
         """Fill what the request left open with what the run really uses (agent defaults)."""
@@ -93,8 +95,8 @@ def response_resource(
     incomplete_details: dict[str, Any] | None = None,
     completed_at: int | None = None,
 ) -> dict[str, Any]:
-    """A complete, schema-valid ``ResponseResource``."""
-    return {
+    """A complete, schema-valid ``ResponseResource`` (plus OpenAI's ``conversation`` when set)."""
+    body = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -127,6 +129,9 @@ def response_resource(
         "safety_identifier": params.safety_identifier,
         "prompt_cache_key": params.prompt_cache_key,
     }
+    if params.conversation is not None:
+        body["conversation"] = {"id": params.conversation}
+    return body
 
 
 def usage_object(usage: Usage | None) -> dict[str, Any] | None:

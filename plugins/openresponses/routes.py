@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response
 
+from plugins.openresponses.conversations.service import add_routes as add_conversation_routes
 from plugins.openresponses.persistent import PersistentResponses
 from plugins.openresponses.retrieval import Retrieval
 from plugins.openresponses.service import ResponsesService
@@ -32,6 +33,7 @@ def blueprint(kernel: Kernel, settings: OpenResponsesSettings, service: Response
         return await svc.compact()
 
     add_websocket(bp, svc)
+    add_conversation_routes(bp, svc.conversations)
 
     if isinstance(svc.stored, PersistentResponses):
         _add_retrieval(bp, Retrieval(svc.stored, settings))

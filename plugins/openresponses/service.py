@@ -19,6 +19,8 @@ from kernel.streaming import sse_response
 from plugins.openresponses import compact as c
 from plugins.openresponses import resource as r
 from plugins.openresponses.builder import ResponseBuilder
+from plugins.openresponses.conversations import turns as conv_turns
+from plugins.openresponses.conversations.service import ConversationsService
 from plugins.openresponses.fields import IGNORED_FIELDS_HEADER
 from plugins.openresponses.hosted import OMITTED_TOOLS_HEADER
 from plugins.openresponses.item_views import model_view
@@ -47,6 +49,7 @@ class ResponsesService:
         self.kernel = kernel
         self.settings = settings
         self.stored = stored or StoredResponses()
+        self.conversations = ConversationsService(kernel, settings, self.stored.find_item)
 
     # ------------------------------------------------------------------ POST /v1/responses
 
@@ -78,6 +81,8 @@ class ResponsesService:
             # A background request is answered at once, with the response as created (queued).
             return _json(started.accepted or builder.resource(), 200, headers)
         await wait_or_cancel(run)
+        if started.saved is not None:
+            await started.saved
         if not builder.record_events:
             builder.feed_many(run.events_log)  # nobody watched: build the items in one pass
         await self.stored.settle(builder)
@@ -96,6 +101,16 @@ class ResponsesService:
         model = parsed.params.model
         agent = self.kernel.agents.resolve(model, headers)
         session_key = requested_session_key(headers, agent=agent.name, surface=SURFACE, user=parsed.user)
+        # ---- conversations: the turn runs on the conversation's session
+        conversation = None
+        if parsed.conversation is not None:
+            if "x-session-key" in headers:
+                raise ApiError(400, "send either 'conversation' or an x-session-key header, not both: each names "
+                               "the session the turn continues", param="conversation", code="invalid_request")
+            conversation = await conv_turns.resolve(self.conversations.records, principal, parsed.conversation)
+            session_key = conversation.key
+            parsed.params.conversation = conversation.id
+        # ---- end conversations
         history: list[Item] = []
         previous_id = parsed.params.previous_response_id
         if previous_id is not None:
@@ -105,6 +120,10 @@ class ResponsesService:
             # With a session the transcript (loaded when the run starts) may hold the call.
             check_tool_outputs(history, items, parsed.raw_input)
         turn = build_turn(parsed, items, agent=agent.name, history=history, session_key=session_key)
+        if conversation is not None:
+            # Every item the client sent joins the conversation (the kernel appends turn.input), named.
+            turn.input, turn.history = [*turn.history, *turn.input], []
+            conv_turns.name_input(turn.input)
         if model and not self._names_agent(model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
@@ -123,8 +142,13 @@ class ResponsesService:
         background = parsed.background
         run = self.kernel.runs.start(prepared.turn, background=background, principal=principal,
                                      timeout=self.settings.run_timeout_seconds)
+        saved: asyncio.Future[None] | None = None
         try:
-            builder = ResponseBuilder(parsed.params, created_at=int(run.created_at), record_events=parsed.stream)
+            # A conversation turn's output items take the ids its transcript keeps (conversations/turns.py);
+            # its builder follows the run live, so every id is known before the kernel saves the turn.
+            names = conv_turns.output_namer(run, self.kernel.sessions) if parsed.conversation else None
+            builder = ResponseBuilder(parsed.params, created_at=int(run.created_at),
+                                      record_events=parsed.stream or names is not None, item_ids=names)
             if record:
                 await self.stored.track(builder, run, parsed, prepared.items, principal)
             follower = EventFollower(builder) if parsed.stream else None
@@ -133,11 +157,15 @@ class ResponsesService:
             if builder.record_events:
                 # Live: a stream (or a store) follows events as they happen; drive() first
                 # replays whatever the run already did, so nothing is missed.
-                drive(builder, run)
+                if names is not None:
+                    # The turn's end reaches the response only once the kernel has saved its items.
+                    saved = conv_turns.drive_after_save(builder, run)
+                else:
+                    drive(builder, run)
         except BaseException:
             run.cancel()  # nobody will ever read this run
             raise
-        return Started(builder=builder, run=run, follower=follower, accepted=accepted)
+        return Started(builder=builder, run=run, follower=follower, accepted=accepted, saved=saved)
 
     def _stored_previous(self, principal: str | None) -> PreviousLookup:
         async def lookup(response_id: str) -> list[Item]:
@@ -215,6 +243,8 @@ class Started:
     run: Run
     follower: EventFollower | None
     accepted: dict[str, Any] | None
+    # A conversation turn: done once its items are saved and its builder has the terminal event.
+    saved: asyncio.Future[None] | None = None
 
 
 def request_notes(parsed: ParsedRequest) -> dict[str, str]:

@@ -52,10 +52,16 @@ class OpenResponsesSettings(BaseModel):
     # finish, then answer 409 (0 answers 409 at once).
     chain_wait_seconds: float = Field(30.0, ge=0)
 
-    @field_validator("retention")
+    # ---- conversations (/v1/conversations)
+    # How long a conversation idle this long is kept ("90d", "0"/"none": forever); unset
+    # follows ``retention``. Conversations made by key (x-session-key) are not swept.
+    conversation_retention: str | None = None
+
+    @field_validator("retention", "conversation_retention")
     @classmethod
-    def _valid_retention(cls, value: str) -> str:
-        parse_duration(value)
+    def _valid_retention(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @property
