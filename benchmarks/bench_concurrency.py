@@ -4,11 +4,15 @@ The fake OpenAI upstream streams ``--pieces`` tokens ``--delay`` seconds apart (
 decoding at 1/delay tokens/s). The gateway (``/v1/responses``, openai_upstream -> fake,
 ``max_concurrency = 1100``) serves:
 
-1. ``--single`` streams one after another: the gateway's CPU per streamed token alone;
-2. ``--streams`` (1,000) streams opened in one burst and read to the end at once: CPU per
-   token under load (target: at most 2x the single figure), how long the streams took
-   against their nominal length (pieces x delay), how many failed;
-3. while (2) runs: the kernel's listen-queue overflows (``ListenOverflows`` in
+1. one fast stream of ``--fast-pieces`` (1,000) tokens at a time, from a second fake
+   upstream that sends them without pause: the gateway's CPU per streamed token when it
+   has nothing else to do (the reference);
+2. ``--single`` slow streams one after another: the same per-token figure, paying a loop
+   wake-up per token;
+3. ``--streams`` (1,000) slow streams opened in one burst and read to the end at once: CPU
+   per token under load (target: at most 2x the fast single stream's), how long the
+   streams took against their nominal length (pieces x delay), how many failed;
+4. while (3) runs: the kernel's listen-queue overflows (``ListenOverflows`` in
    /proc/net/netstat, counted system-wide, so run it on an otherwise quiet machine) and
    the upstream connect timeouts the gateway logged (targets: both 0).
 
@@ -36,7 +40,7 @@ from bench_memory import start_gateway  # noqa: E402
 from bench_upstream import cpu_ns, start_fake, stop_fake  # noqa: E402
 from sidebyside import HOST, build_request  # noqa: E402
 
-DELTA = b"response.output_text.delta"
+DELTA = b"event: response.output_text.delta\n"
 DONE = b"response.completed"
 
 
@@ -107,46 +111,57 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=3, help="streams measured one at a time")
     parser.add_argument("--pieces", type=int, default=40, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds between the upstream's tokens")
+    parser.add_argument("--fast-pieces", type=int, default=1000, help="tokens of the fast reference stream")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this client holds a socket per stream
     nominal = args.pieces * args.delay
     fake, upstream = start_fake(args.pieces, args.delay)
-    rows: list[tuple[dict[str, float], dict[str, float]]] = []
+    fast_fake, fast_upstream = start_fake(args.fast_pieces, 0.0)
+    rows: list[tuple[dict[str, float], dict[str, float], dict[str, float]]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
-            proc, port = start_gateway(Path(tmp), upstream, env=None)  # type: ignore[arg-type]
+            (Path(tmp) / "slow").mkdir()
+            (Path(tmp) / "fast").mkdir()
+            proc, port = start_gateway(Path(tmp) / "slow", upstream, env=None)  # type: ignore[arg-type]
+            fast_proc, fast_port = start_gateway(Path(tmp) / "fast", fast_upstream, env=None)  # type: ignore[arg-type]
             try:
                 asyncio.run(run_streams(port, 2, sequential=True))  # warm up
+                asyncio.run(run_streams(fast_port, 2, sequential=True))
                 for round_no in range(1, args.rounds + 1):
+                    fast = measure(fast_proc.pid, fast_port, args.single, sequential=True)
                     single = measure(proc.pid, port, args.single, sequential=True)
                     burst = measure(proc.pid, port, args.streams, sequential=False)
-                    rows.append((single, burst))
-                    print(f"round {round_no}: single {single['cpu_us_per_token']:.0f} us/token; "
+                    rows.append((fast, single, burst))
+                    print(f"round {round_no}: fast single {fast['cpu_us_per_token']:.0f} us/token; "
+                          f"slow single {single['cpu_us_per_token']:.0f} us/token; "
                           f"{args.streams} at once {burst['cpu_us_per_token']:.0f} us/token, "
                           f"{burst['failed']:.0f} failed, median {burst['median_s']:.1f} s, "
                           f"p99 {burst['p99_s']:.1f} s (nominal {nominal:.1f} s), "
                           f"listen overflows {burst['overflows']:.0f}", flush=True)
             finally:
-                proc.terminate()
-                proc.wait(30)
-                log = (Path(tmp) / "stderr.txt").read_text(errors="replace")
+                for served in (proc, fast_proc):
+                    served.terminate()
+                    served.wait(30)
+                log = (Path(tmp) / "slow" / "stderr.txt").read_text(errors="replace")
     finally:
         stop_fake(fake)
+        stop_fake(fast_fake)
     connect_timeouts = log.count("could not connect")
-    ratios = [burst["cpu_us_per_token"] / single["cpu_us_per_token"] for single, burst in rows]
+    ratios = [burst["cpu_us_per_token"] / fast["cpu_us_per_token"] for fast, _, burst in rows]
     print(f"\n{args.streams} concurrent streams of {args.pieces} tokens, {args.delay * 1000:.0f} ms apart "
           f"(nominal {nominal:.1f} s), {args.rounds} rounds")
     print(f"{'':28} {'min':>8} {'median':>8} {'max':>8}")
     for label, values in [
-        ("single: CPU us/token", [s["cpu_us_per_token"] for s, _ in rows]),
-        ("burst: CPU us/token", [b["cpu_us_per_token"] for _, b in rows]),
-        ("burst/single (target <= 2)", ratios),
-        ("burst: median stream s", [b["median_s"] for _, b in rows]),
-        ("burst: p99 stream s", [b["p99_s"] for _, b in rows]),
-        ("burst: failed streams", [b["failed"] for _, b in rows]),
-        ("burst: listen overflows", [b["overflows"] for _, b in rows]),
+        ("fast single: CPU us/token", [f["cpu_us_per_token"] for f, _, _ in rows]),
+        ("slow single: CPU us/token", [s["cpu_us_per_token"] for _, s, _ in rows]),
+        ("burst: CPU us/token", [b["cpu_us_per_token"] for _, _, b in rows]),
+        ("burst/fast (target <= 2)", ratios),
+        ("burst: median stream s", [b["median_s"] for _, _, b in rows]),
+        ("burst: p99 stream s", [b["p99_s"] for _, _, b in rows]),
+        ("burst: failed streams", [b["failed"] for _, _, b in rows]),
+        ("burst: listen overflows", [b["overflows"] for _, _, b in rows]),
     ]:
         print(f"{label:28} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
     print(f"upstream connect timeouts logged by the gateway: {connect_timeouts} (target 0)")
