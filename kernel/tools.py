@@ -11,6 +11,7 @@ and runs the calls. A kind may also declare the request tool ``type`` it handles
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -229,11 +230,31 @@ class ToolRegistry:
                 log.exception("tool set %r failed to close", name)
 
 
+async def list_configured(registry: ToolRegistry) -> list[dict[str, Any]]:
+    """Contact every configured tool set: its tools, or the error reaching it (for ``kernel tools list``)."""
+    report: list[dict[str, Any]] = []
+    try:
+        for name, toolset in registry.sets.items():
+            entry: dict[str, Any] = {"name": name, "kind": registry.kernel.settings.tools[name].get("kind"),
+                                     "tools": [], "error": None}
+            try:
+                async with asyncio.timeout(toolset.timeout_seconds or 30.0):
+                    listed = await toolset.list_tools()
+                entry["tools"] = [{"name": t.name, "model_name": model_tool_name(name, t.name),
+                                   "description": t.description or ""} for t in listed]
+            except Exception as exc:
+                entry["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            report.append(entry)
+    finally:
+        await registry.aclose()
+    return report
+
+
 class NoToolOptions(NoOptions):
     """Settings model for tool kinds that take no options."""
 
 
 __all__ = [
     "NoToolOptions", "RequestTool", "ToolContext", "ToolInfo", "ToolKind", "ToolOutput", "ToolRegistry", "ToolSet",
-    "check_name_clashes", "model_tool_name",
+    "check_name_clashes", "list_configured", "model_tool_name",
 ]
