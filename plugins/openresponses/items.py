@@ -17,6 +17,7 @@ from kernel import ApiError, FilePart, ImagePart, Item, Message, Reasoning, Text
 from kernel.media import MediaLoader
 from plugins.openresponses import models as m
 from plugins.openresponses.compact import decode_compaction
+from plugins.openresponses.server_tools import MCP_ITEM_TYPES, mcp_items
 
 # --------------------------------------------------------------------------- drafts
 
@@ -75,7 +76,8 @@ ItemLookup = Callable[[str], Awaitable[Item | None]]
 
 # --------------------------------------------------------------------------- input items
 
-_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction")
+_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction",
+               "mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response")
 
 
 def parse_input(value: Any, path: str = "input") -> tuple[list[Draft], list[SystemMessage], bool]:
@@ -98,6 +100,9 @@ def parse_input(value: Any, path: str = "input") -> tuple[list[Draft], list[Syst
         draft = parse_item(raw, at)
         if isinstance(draft, tuple):
             system.append(draft)
+            continue
+        if isinstance(draft, list):  # an MCP item may stand for a call and its result
+            items.extend(draft)
             continue
         needs = needs or isinstance(draft, DraftMessage | DraftToolResult | PendingReference)
         items.append(draft)
@@ -134,6 +139,8 @@ def parse_item(raw: Any, at: str) -> Draft | SystemMessage:
     if kind == "item_reference":
         ref = m.validate(m.ItemReference, raw, at)
         return PendingReference(ref.id, f"{at}.id")
+    if kind in MCP_ITEM_TYPES:
+        return mcp_items(raw, at)  # type: ignore[return-value]  # a list: parse_input spreads it
     if kind == "compaction":
         c = m.validate(m.CompactionItem, raw, at)
         summary = decode_compaction(c.encrypted_content, f"{at}.encrypted_content")

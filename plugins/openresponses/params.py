@@ -11,6 +11,7 @@ from typing import Any
 from kernel import ApiError, ToolChoice, ToolSpec
 from kernel.schema_check import check_json_schema
 from plugins.openresponses import models as m
+from plugins.openresponses.server_tools import SERVER_TOOL_TYPES
 
 # --------------------------------------------------------------------------- tools
 
@@ -30,6 +31,8 @@ def parse_tools(value: Any) -> tuple[list[ToolSpec], list[dict[str, Any]]]:
         if not isinstance(raw, dict):
             raise ApiError(400, f"invalid type for '{at}': expected a tool object, got {m.type_name(raw)}",
                            param=at, code="invalid_type")
+        if raw.get("type") in SERVER_TOOL_TYPES:
+            continue  # a server-side tool: built by the kernel's tool kinds (server_tools.attach_server_tools)
         if raw.get("type") != "function":
             kind = raw.get("type")
             raise ApiError(400, f"unsupported tool type {kind!r} at '{at}.type'; only function tools "

@@ -18,6 +18,7 @@ from plugins.openresponses import models as m
 from plugins.openresponses.items import Draft, SystemMessage, parse_input
 from plugins.openresponses.params import parse_text, parse_tool_choice, parse_tools
 from plugins.openresponses.resource import ResponseParams
+from plugins.openresponses.server_tools import request_server_tools
 
 
 @dataclass
@@ -41,6 +42,8 @@ class ParsedRequest:
     raw_input: Any = None
     # The input's system and developer messages, in order (also part of ``system``).
     system_messages: list[SystemMessage] = field(default_factory=list)
+    # Server-side tools (e.g. MCP servers) to build through the kernel: (field path, raw tool).
+    server_tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -95,7 +98,7 @@ def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
         response_format=response_format, metadata=dict(body.metadata or {}), user=body.user,
         stream=bool(body.stream), background=bool(body.background), needs_resolution=needs,
         include=list(body.include or []),
-        raw_input=body.input, system_messages=system_messages,
+        raw_input=body.input, system_messages=system_messages, server_tools=request_server_tools(body.tools),
     )
 
 

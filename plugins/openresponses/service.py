@@ -22,6 +22,7 @@ from plugins.openresponses.builder import ResponseBuilder
 from plugins.openresponses.item_views import model_view
 from plugins.openresponses.items import Draft, resolve_items
 from plugins.openresponses.request import ParsedRequest, build_turn, parse_compact_body, parse_create_body
+from plugins.openresponses.server_tools import attach_server_tools
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.stored import StoredResponses
 from plugins.openresponses.stream import EventFollower, drive, encode_json, sse_chunks
@@ -98,6 +99,8 @@ class ResponsesService:
             # With a session the transcript (loaded when the run starts) may hold the call.
             check_tool_outputs(history, items, parsed.raw_input)
         turn = build_turn(parsed, items, agent=agent.name, history=history, session_key=session_key)
+        if parsed.server_tools:
+            await attach_server_tools(self.kernel, parsed, turn)
         if model and not self._names_agent(model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
