@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel import ApiError, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
+from kernel import ApiError, ApprovalResponse, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
 from plugins.openresponses import models as m
 from plugins.openresponses.items import Draft, SystemMessage, parse_input
 from plugins.openresponses.params import parse_text, parse_tool_choice, parse_tools
@@ -148,4 +148,5 @@ def build_turn(parsed: ParsedRequest, items: list[Item], *, agent: str, history:
 
 
 def _is_current_input(item: Item) -> bool:
-    return isinstance(item, ToolResult) or (isinstance(item, Message) and item.role == "user")
+    # An approval answer is new input like a tool result: the agent loop acts on it this turn.
+    return isinstance(item, ToolResult | ApprovalResponse) or (isinstance(item, Message) and item.role == "user")

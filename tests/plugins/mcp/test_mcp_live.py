@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-
-from kernel.testing import AUTH_HEADERS, build_app, default_config, merge, serve_in_thread
 from testsupport.mcp_http import chat, post, sdk, sdk_check
 from testsupport.spec import assert_valid
+
+from kernel.testing import AUTH_HEADERS, build_app, default_config, merge, serve_in_thread
 
 
 def items(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
