@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING
 
 from kernel.logfmt import escape_control as safe
 from kernel.toolpolicy import ToolPolicy
-from kernel.tools import ToolContext, ToolInfo, ToolOutput, ToolSet, model_tool_name
+from kernel.tools import (
+    DEFAULT_LIST_TIMEOUT,
+    ToolContext,
+    ToolInfo,
+    ToolOutput,
+    ToolSet,
+    describe_error,
+    find_name_clash,
+    model_tool_name,
+)
 from kernel.types import (
     LOOP_ITEM_TYPES,
     ApprovalRequest,
@@ -63,8 +72,6 @@ log = logging.getLogger("kernel.agentloop")
 MAX_PARALLEL_CALLS = 8
 # A tool's output is cut to this many characters (with a note) before the model sees it.
 MAX_OUTPUT_CHARS = 64 * 1024
-# Listing a tool set that has no timeout of its own gives up after this long.
-DEFAULT_LIST_TIMEOUT = 30.0
 # A call slower than this is logged when it ends.
 SLOW_CALL_SECONDS = 5.0
 DENIED_OUTPUT = "The user denied this tool call."
@@ -86,6 +93,10 @@ class _Call:
     call_id: str
     model_name: str
     arguments: str
+
+
+class _ListingFailed(Exception):
+    """A listing the endpoint's pre-check already saw fail (its message)."""
 
 
 def truncate_output(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
@@ -136,6 +147,18 @@ class AgentLoop:
             if isinstance(item, ApprovalRequest):
                 requests[item.id] = item
         await self._list_all(listings)
+        clash = find_name_clash([spec.name for spec in turn.tools],
+                                {e.toolset.name: [e.info] for e in self.catalog.values()})
+        if clash is not None:  # endpoints check this before the run (a 400); this guards the others
+            self._fail(RunError(clash.message("client tool"), code="invalid_value", type="invalid_request_error",
+                                status=400, param="tools"))
+            return
+        unknown = [a.approval_request_id for a in approvals if a.approval_request_id not in requests]
+        if unknown:
+            self._fail(RunError(f"approval_request_id {unknown[0]!r} answers no mcp_approval_request of this "
+                                "conversation", code="invalid_value", type="invalid_request_error", status=400,
+                                param="approval_request_id"))
+            return
         convo: list[Item] = [*history, *current]
         convo.extend(await self._answer_approvals(approvals, requests))
         choice = turn.tool_choice
@@ -194,13 +217,19 @@ class AgentLoop:
             if listing is not None:
                 tools = [ToolInfo.from_dict(t) for t in listing.tools]
             else:
+                listed = self.turn.listed.get(toolset.name)  # the endpoint's pre-check listed it
                 try:
-                    async with asyncio.timeout(toolset.timeout_seconds or DEFAULT_LIST_TIMEOUT):
-                        tools = await toolset.list_tools()
+                    if isinstance(listed, str):
+                        raise _ListingFailed(listed)
+                    if listed is None:
+                        async with asyncio.timeout(toolset.timeout_seconds or DEFAULT_LIST_TIMEOUT):
+                            listed = await toolset.list_tools()
+                    tools = list(listed)
                 except (asyncio.CancelledError, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
-                    message = _describe(exc, "listing tools", toolset.timeout_seconds or DEFAULT_LIST_TIMEOUT)
+                    message = str(exc) if isinstance(exc, _ListingFailed) else \
+                        describe_error(exc, "listing tools", toolset.timeout_seconds or DEFAULT_LIST_TIMEOUT)
                     log.warning("run %s: could not list tool set %r: %s", self.run.id, toolset.name, safe(message))
                     if per_request:
                         self.run._emit(ToolsListed(server=toolset.name, tools=[], error=message))
@@ -223,10 +252,13 @@ class AgentLoop:
         """Stream one provider turn. Returns (its text, server calls, whether client calls were
         kept), or None when the run ended in it (limit, failure)."""
         turn = self.turn
-        server_names = set(self.catalog) if offer_server else set()
+        # Calls to server tools are recognised even on a turn that does not offer them (the
+        # limits are spent): such calls are dropped, never handed to the client as its own.
+        server_names = set(self.catalog)
+        offered_names = server_names if offer_server else set()
         tools = [*turn.tools, *(self._server_specs() if offer_server else [])]
-        if choice.allowed is not None and server_names:
-            choice = replace(choice, allowed=[*choice.allowed, *server_names])
+        if choice.allowed is not None and offered_names:
+            choice = replace(choice, allowed=[*choice.allowed, *offered_names])
         if choice.function is None and choice.mode == "required" and not tools:
             choice = ToolChoice(mode="auto")
         pturn = replace(turn, history=[], input=list(convo), tools=tools, tool_choice=choice, toolsets=[])
@@ -284,7 +316,12 @@ class AgentLoop:
                     await aclose()
                 except Exception:
                     log.exception("run %s: provider %r failed to close its stream", run.id, run.agent.provider)
-        return "".join(text), [server[i] for i in sorted(server)], policy.kept > 0
+        calls = [server[i] for i in sorted(server)]
+        if calls and not offer_server:
+            log.info("run %s: dropped %d call(s) to server tools the model was no longer offered (%s): the tool "
+                     "limit of this run is spent", run.id, len(calls), safe(", ".join(c.model_name for c in calls)))
+            calls = []
+        return "".join(text), calls, policy.kept > 0
 
     # ------------------------------------------------------------------ running calls
 
@@ -323,11 +360,7 @@ class AgentLoop:
         runnable: list[tuple[_Call, _Entry]] = []
         out: list[Item] = []
         for answer in approvals:
-            request = requests.get(answer.approval_request_id)
-            if request is None:
-                log.warning("run %s: approval response %s answers no approval request in this conversation",
-                            self.run.id, safe(answer.approval_request_id))
-                continue
+            request = requests[answer.approval_request_id]  # unknown ids failed the run in _drive
             name = model_tool_name(request.server, request.name)
             entry = self.catalog.get(name)
             call = _Call(request.id, name, request.arguments)
@@ -393,7 +426,7 @@ class AgentLoop:
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     raise
-                result = ToolOutput(_describe(exc, f"tool {info.name!r}", timeout), is_error=True)
+                result = ToolOutput(describe_error(exc, f"tool {info.name!r}", timeout), is_error=True)
         elapsed = time.monotonic() - started
         if elapsed > SLOW_CALL_SECONDS:
             log.info("run %s: tool %s of %s took %.1fs", self.run.id, safe(info.name), safe(toolset.name), elapsed)
@@ -411,6 +444,7 @@ class AgentLoop:
         total.output_tokens += usage.output_tokens
         total.reasoning_tokens += usage.reasoning_tokens
         total.cached_tokens += usage.cached_tokens
+        total.cache_write_tokens += usage.cache_write_tokens
 
     def _end(self, reason: str) -> None:
         if self.saw_usage:
@@ -421,14 +455,3 @@ class AgentLoop:
         if self.saw_usage:
             self.run._emit(self.usage)
         self.run._fail(error)
-
-
-def _describe(exc: BaseException, what: str, timeout: float | None) -> str:
-    """A message for the model (and the client) saying what went wrong."""
-    if isinstance(exc, TimeoutError) and timeout is not None:
-        return f"{what} timed out after {timeout:g} seconds"
-    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        return _describe(exc.exceptions[0], what, timeout)
-    message = str(exc).strip()
-    return f"{what} failed: {message}" if message else f"{what} failed: {type(exc).__name__}"
-

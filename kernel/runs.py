@@ -17,7 +17,7 @@ from kernel.agentloop import AgentLoop, has_loop_items
 from kernel.agents import Agent
 from kernel.errors import ApiError
 from kernel.toolpolicy import UNFILTERED_KINDS, ToolPolicy
-from kernel.tools import check_name_clashes, model_tool_name
+from kernel.tools import check_set_names, model_tool_name
 from kernel.types import (
     TERMINAL_KINDS,
     ApprovalRequest,
@@ -404,7 +404,7 @@ class RunRegistry:
                 raise ApiError(err.status, err.message, type=err.type, code=err.code,
                                headers=headers) from None
         if agent.tools or turn.toolsets:
-            check_name_clashes(turn, list(agent.tools))
+            check_set_names(turn, list(agent.tools))
         _apply_agent_defaults(turn, agent)
         run = Run(self, turn, agent, background=background, principal=principal, timeout=timeout)
         self.runs[run.id] = run

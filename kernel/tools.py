@@ -36,6 +36,8 @@ log = logging.getLogger("kernel.tools")
 NAME_SEPARATOR = "__"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_NAME_LENGTH = 64
+# Listing a tool set that has no timeout of its own gives up after this long.
+DEFAULT_LIST_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,9 @@ class ToolKind:
     description: str = ""
     request_type: str | None = None
     from_request: RequestFactory | None = None
+    # The most request tools of ``request_type`` one request may bring (None: no limit),
+    # read from the kernel (e.g. an operator's setting), and where that limit is set.
+    request_limit: Callable[[Kernel], tuple[int, str]] | None = None
 
 
 def model_tool_name(toolset: str, tool: str) -> str:
@@ -138,23 +143,53 @@ def model_tool_name(toolset: str, tool: str) -> str:
     return _UNSAFE.sub("_", f"{toolset}{NAME_SEPARATOR}{tool}")[:MAX_NAME_LENGTH]
 
 
-def check_name_clashes(turn: Turn, configured: list[str]) -> None:
-    """400 when a client tool's name could be taken for a server-side one (it starts with a
-    tool set's ``<name>__``), or when two tool sets share a name."""
-    sets = [*configured, *(ts.name for ts in turn.toolsets)]
+def check_set_names(turn: Turn, configured: list[str]) -> None:
+    """400 when two server-side tool sets of one run share a name (an agent's ``[tools]``
+    table and a request's label, or two request tools): their model-facing names would mix."""
     seen: set[str] = set()
-    for name in sets:
+    for name in [*configured, *(ts.name for ts in turn.toolsets)]:
         if name in seen:
             raise ApiError(400, f"two server-side tool sets are named {name!r} (an agent's [tools] table and a "
                            "request's server_label, or two request tools); give each a distinct label",
                            param="tools", code="invalid_value")
         seen.add(name)
-    for spec in turn.tools:
-        for name in sets:
-            if spec.name.startswith(name + NAME_SEPARATOR):
-                raise ApiError(400, f"client tool {spec.name!r} clashes with server-side tool set {name!r}, whose "
-                               f"tools the model sees as '{name}{NAME_SEPARATOR}<tool>'; rename the function",
-                               param="tools", code="invalid_value")
+
+
+@dataclass(frozen=True, slots=True)
+class NameClash:
+    """A client tool whose name is the model-facing name of a listed server-side tool."""
+
+    client: str
+    server: str
+    tool: str
+
+    def message(self, at: str) -> str:
+        """E.g. ``tools[2].name 'calc__add' clashes with server tool 'add' of server 'calc'``."""
+        return (f"{at} {self.client!r} clashes with server tool {self.tool!r} of server {self.server!r} "
+                f"(the model sees that tool as {self.client!r}); rename the function")
+
+
+def find_name_clash(client_names: list[str], listed: dict[str, list[ToolInfo]]) -> NameClash | None:
+    """The first client tool name equal to a listed server tool's model-facing name, if any."""
+    server_names: dict[str, tuple[str, str]] = {}
+    for server, tools in listed.items():
+        for info in tools:
+            server_names.setdefault(model_tool_name(server, info.name), (server, info.name))
+    for name in client_names:
+        hit = server_names.get(name)
+        if hit is not None:
+            return NameClash(name, *hit)
+    return None
+
+
+def describe_error(exc: BaseException, what: str, timeout: float | None) -> str:
+    """A message for the model (and the client) saying what went wrong."""
+    if isinstance(exc, TimeoutError) and timeout is not None:
+        return f"{what} timed out after {timeout:g} seconds"
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return describe_error(exc.exceptions[0], what, timeout)
+    message = str(exc).strip()
+    return f"{what} failed: {message}" if message else f"{what} failed: {type(exc).__name__}"
 
 
 class ToolRegistry:
@@ -211,6 +246,60 @@ class ToolRegistry:
                            code="invalid_value")
         return await kind.from_request(raw, at, self.kernel)
 
+    async def from_request_tools(self, entries: list[tuple[str, dict[str, Any]]]) -> list[RequestTool]:
+        """Build the tool sets for all of one request's server-side tools ``(field path, raw)``,
+        held to each kind's ``request_limit`` (a 400 naming the first tool past it)."""
+        counts: dict[str, int] = {}
+        for at, raw in entries:
+            kind = self.request_kinds.get(str(raw.get("type")))
+            if kind is None or kind.request_limit is None:
+                continue
+            counts[kind.kind] = counts.get(kind.kind, 0) + 1
+            limit, setting = kind.request_limit(self.kernel)
+            if counts[kind.kind] > limit:
+                raise ApiError(400, f"'{at}': a request may bring at most {limit} {raw.get('type')} tool(s) on this "
+                               f"gateway ({setting}); this is number {counts[kind.kind]}",
+                               param=at, code="invalid_value")
+        return [await self.from_request(raw, at) for at, raw in entries]
+
+    async def prepare(self, turn: Turn, agent: Agent, locate: Callable[[str], str] | None = None) -> None:
+        """Before a run starts: list every server-side tool set it will offer and answer 400
+        when a client tool's name equals a listed server tool's model-facing name.
+
+        ``locate(client_tool_name)`` gives the request field naming that tool (e.g.
+        ``tools[2].name``) for the message. The listings are kept on ``turn.listed`` so the
+        agent loop does not list again; a set that cannot be listed is left to the loop,
+        which reports it (its tools simply cannot clash).
+        """
+        check_set_names(turn, list(agent.tools))
+        toolsets = [*self.for_agent(agent), *turn.toolsets]
+        if not toolsets:
+            return
+        from kernel.types import ToolListing
+
+        known = {item.server: item for item in turn.history if isinstance(item, ToolListing) and item.error is None}
+
+        async def listing(toolset: ToolSet) -> list[ToolInfo]:
+            cached = known.get(toolset.name) if getattr(toolset, "per_request", False) else None
+            if cached is not None:  # the loop reuses the conversation's listing too
+                return [ToolInfo.from_dict(t) for t in cached.tools]
+            timeout = toolset.timeout_seconds or DEFAULT_LIST_TIMEOUT
+            try:
+                async with asyncio.timeout(timeout):
+                    tools = await toolset.list_tools()
+            except Exception as exc:
+                turn.listed[toolset.name] = describe_error(exc, "listing tools", timeout)
+                return []
+            turn.listed[toolset.name] = tools
+            return tools
+
+        results = await asyncio.gather(*(listing(ts) for ts in toolsets))
+        clash = find_name_clash([spec.name for spec in turn.tools],
+                                {ts.name: tools for ts, tools in zip(toolsets, results, strict=True)})
+        if clash is not None:
+            at = locate(clash.client) if locate is not None else "tools"
+            raise ApiError(400, clash.message(at), param=at, code="invalid_value")
+
     async def start(self) -> None:
         """Start every configured set that has a ``start`` (e.g. to connect and list early)."""
         for name, toolset in self.sets.items():
@@ -255,6 +344,6 @@ class NoToolOptions(NoOptions):
 
 
 __all__ = [
-    "NoToolOptions", "RequestTool", "ToolContext", "ToolInfo", "ToolKind", "ToolOutput", "ToolRegistry", "ToolSet",
-    "check_name_clashes", "list_configured", "model_tool_name",
+    "NameClash", "NoToolOptions", "RequestTool", "ToolContext", "ToolInfo", "ToolKind", "ToolOutput", "ToolRegistry",
+    "ToolSet", "check_set_names", "describe_error", "find_name_clash", "list_configured", "model_tool_name",
 ]

@@ -258,6 +258,10 @@ class Turn:
     # Server-side tool sets this request brought (kernel.tools.ToolSet, e.g. a request's
     # MCP servers); run by the kernel's agent loop beside the agent's configured ones.
     toolsets: list[Any] = field(default_factory=list)
+    # Listings the endpoint's pre-check already made (``ToolRegistry.prepare``): tool set
+    # name -> its tools (kernel.tools.ToolInfo) or the error message listing it gave. The
+    # agent loop uses them instead of listing (and waiting on a broken server) again.
+    listed: dict[str, Any] = field(default_factory=dict)
 
     def conversation(self) -> list[Item]:
         """History followed by the current input: everything the model should see."""
@@ -332,6 +336,8 @@ class Usage:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    # Input tokens written to the provider's prompt cache (when it reports them).
+    cache_write_tokens: int = 0
     kind: Literal["usage"] = "usage"
 
     @property

@@ -31,8 +31,14 @@ def _factory(name: str, options: BaseModel, kernel: Kernel) -> McpToolSet:
     return configured_toolset(name, options)
 
 
+def _request_limit(kernel: Kernel) -> tuple[int, str]:
+    settings = kernel.plugin_settings("mcp")
+    assert isinstance(settings, McpPluginSettings)
+    return settings.max_request_servers, "[plugins.mcp] max_request_servers"
+
+
 @hookimpl
 def register_tools() -> list[ToolKind]:
     return [ToolKind(kind="mcp", factory=_factory, settings_model=McpServerSettings,
                      description="Model Context Protocol servers (stdio or streamable HTTP)",
-                     request_type="mcp", from_request=request_tool)]
+                     request_type="mcp", from_request=request_tool, request_limit=_request_limit)]

@@ -18,7 +18,7 @@ from plugins.openresponses import models as m
 from plugins.openresponses.items import Draft, SystemMessage, parse_input
 from plugins.openresponses.params import parse_text, parse_tool_choice, parse_tools
 from plugins.openresponses.resource import ResponseParams
-from plugins.openresponses.server_tools import request_server_tools
+from plugins.openresponses.server_tools import function_tool_paths, request_server_tools
 
 
 @dataclass
@@ -44,6 +44,8 @@ class ParsedRequest:
     system_messages: list[SystemMessage] = field(default_factory=list)
     # Server-side tools (e.g. MCP servers) to build through the kernel: (field path, raw tool).
     server_tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Each function tool's name -> its field ("tools[i].name"), to name it in errors.
+    tool_paths: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -99,6 +101,7 @@ def parse_create_body(data: dict[str, Any]) -> ParsedRequest:
         stream=bool(body.stream), background=bool(body.background), needs_resolution=needs,
         include=list(body.include or []),
         raw_input=body.input, system_messages=system_messages, server_tools=request_server_tools(body.tools),
+        tool_paths=function_tool_paths(body.tools),
     )
 
 

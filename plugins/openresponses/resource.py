@@ -133,7 +133,9 @@ def usage_object(usage: Usage | None) -> dict[str, Any] | None:
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        # cache_write_tokens: not in the OpenResponses schema (whose details object allows
+        # more fields) but required by the openai SDK's ResponseUsage.
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens},
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 

@@ -30,6 +30,14 @@ def request_server_tools(raw_tools: Any) -> list[tuple[str, dict[str, Any]]]:
             if isinstance(raw, dict) and raw.get("type") in SERVER_TOOL_TYPES]
 
 
+def function_tool_paths(raw_tools: Any) -> dict[str, str]:
+    """Each function tool's name -> the field naming it (``tools[i].name``), for error messages."""
+    if not isinstance(raw_tools, list):
+        return {}
+    return {raw["name"]: f"tools[{i}].name" for i, raw in enumerate(raw_tools)
+            if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str)}
+
+
 async def attach_server_tools(kernel: Kernel, parsed: ParsedRequest, turn: Turn) -> None:
     """Build the tool sets a request brought, add them to the turn and their echo to the response's ``tools``."""
     for at, raw in parsed.server_tools:
@@ -38,9 +46,29 @@ async def attach_server_tools(kernel: Kernel, parsed: ParsedRequest, turn: Turn)
             raise ApiError(400, f"tool type {kind!r} at '{at}.type' needs the {kind} plugin; enable it with "
                            f"[plugins.{kind}] enabled = true in plugins.toml", param=f"{at}.type",
                            code="invalid_value")
-        built = await kernel.tools.from_request(raw, at)
+    for built in await kernel.tools.from_request_tools(parsed.server_tools):
         turn.toolsets.append(built.toolset)
         parsed.params.tools.append(built.echo)
+
+
+def check_approval_ids(turn: Turn, raw_input: Any) -> None:
+    """400 naming ``input[i].approval_request_id`` when an ``mcp_approval_response`` answers no
+    ``mcp_approval_request`` of the conversation (the chain and this input)."""
+    known = {item.id for item in turn.conversation() if isinstance(item, ApprovalRequest)}
+    for item in turn.input:
+        if not isinstance(item, ApprovalResponse) or item.approval_request_id in known:
+            continue
+        at = "input"
+        if isinstance(raw_input, list):
+            for i, raw in enumerate(raw_input):
+                if isinstance(raw, dict) and raw.get("type") == "mcp_approval_response" \
+                        and raw.get("approval_request_id") == item.approval_request_id:
+                    at = f"input[{i}]"
+                    break
+        raise ApiError(400, f"'{at}.approval_request_id' ({item.approval_request_id!r}) answers no "
+                       "mcp_approval_request of this conversation; continue the response that asked for the "
+                       "approval (previous_response_id) or send the mcp_approval_request item back as input",
+                       param=f"{at}.approval_request_id", code="invalid_value")
 
 
 # --------------------------------------------------------------------------- items

@@ -46,7 +46,7 @@ def test_text_reasoning_and_calls_in_order(sse):
     assert final["output"][1]["content"][0]["text"] == "Hello"
     assert final["output"][2]["arguments"] == '{"a":1}'
     assert final["usage"] == {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7,
-                              "input_tokens_details": {"cached_tokens": 0},
+                              "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                               "output_tokens_details": {"reasoning_tokens": 1}}
     assert_valid("ResponseResource", final)
 

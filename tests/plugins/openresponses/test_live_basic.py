@@ -28,7 +28,7 @@ def test_string_input(server):
                                    "logprobs": []}]
     assert body["usage"]["output_tokens"] == 3
     assert body["usage"]["total_tokens"] == body["usage"]["input_tokens"] + 3
-    assert body["usage"]["input_tokens_details"] == {"cached_tokens": 0}
+    assert body["usage"]["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0}
     assert body["usage"]["output_tokens_details"] == {"reasoning_tokens": 0}
     assert body["model"] == "words" and body["error"] is None and body["incomplete_details"] is None
 
