@@ -59,13 +59,19 @@ def sdk_response(body: dict[str, Any]) -> Response:
     coercion), every output item and tool with the SDK's unions, and fail on any field the
     SDK does not declare (other than the OpenResponses schema's own response fields)."""
     response = Response.model_validate(body, strict=True)
+    sdk_items(body)
+    _no_extras(response, "response", "response")
+    return response
+
+
+def sdk_items(body: dict[str, Any]) -> None:
+    """Validate every output item and tool of a response strictly with the SDK's unions."""
     for index, item in enumerate(body["output"]):
         parsed = _ITEMS.validate_python(item, strict=True)
         assert parsed.type == item["type"], (index, parsed.type, item["type"])
+        _no_extras(parsed, f"output[{index}]", "-")
     for tool in body["tools"]:
         _TOOLS.validate_python(tool, strict=True)
-    _no_extras(response, "response", "response")
-    return response
 
 
 def sdk_event(event: dict[str, Any]) -> Any:
