@@ -9,15 +9,15 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kernel.agentloop import AgentLoop, has_loop_items
 from kernel.agents import Agent
 from kernel.errors import ApiError
 from kernel.toolpolicy import UNFILTERED_KINDS, ToolPolicy
-from kernel.tools import check_set_names, model_tool_name
+from kernel.tools import check_set_names, close_request_sets, model_tool_name
 from kernel.types import (
     TERMINAL_KINDS,
     ApprovalRequest,
@@ -392,19 +392,24 @@ class RunRegistry:
         Raises :class:`ApiError` 429 when the agent's provider is saturated, before
         anything is streamed, so endpoints can answer with ``Retry-After``.
         """
-        agent = self.kernel.agents.get(turn.agent)
-        provider = self.kernel.provider_for(agent)
-        admit = getattr(provider, "admit", None)
-        if admit is not None:
-            try:
-                admit()
-            except ProviderError as exc:
-                err = exc.error
-                headers = {"Retry-After": err.retry_after_header()} if err.status == 429 else None
-                raise ApiError(err.status, err.message, type=err.type, code=err.code,
-                               headers=headers) from None
-        if agent.tools or turn.toolsets:
-            check_set_names(turn, list(agent.tools))
+        try:
+            agent = self.kernel.agents.get(turn.agent)
+            provider = self.kernel.provider_for(agent)
+            admit = getattr(provider, "admit", None)
+            if admit is not None:
+                try:
+                    admit()
+                except ProviderError as exc:
+                    err = exc.error
+                    headers = {"Retry-After": err.retry_after_header()} if err.status == 429 else None
+                    raise ApiError(err.status, err.message, type=err.type, code=err.code,
+                                   headers=headers) from None
+            if agent.tools or turn.toolsets:
+                check_set_names(turn, list(agent.tools))
+        except BaseException:
+            if turn.toolsets:  # no run will own (and close) the sets this request brought
+                _close_later(close_request_sets(turn))
+            raise
         _apply_agent_defaults(turn, agent)
         run = Run(self, turn, agent, background=background, principal=principal, timeout=timeout)
         self.runs[run.id] = run
@@ -460,3 +465,13 @@ def _apply_agent_defaults(turn: Turn, agent: Agent) -> None:
             setattr(limits, name, value)
     if turn.model is None:
         turn.model = agent.model
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(closing: Coroutine[Any, Any, None]) -> None:
+    """Run ``closing`` in the background (kept referenced until done)."""
+    task = asyncio.get_running_loop().create_task(closing)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)

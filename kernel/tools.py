@@ -271,6 +271,14 @@ class ToolRegistry:
         agent loop does not list again; a set that cannot be listed is left to the loop,
         which reports it (its tools simply cannot clash).
         """
+        try:
+            await self._prepare(turn, agent, locate)
+        except BaseException:
+            # No run will own the request's sets (which listing may have connected): close them.
+            await asyncio.shield(close_request_sets(turn))
+            raise
+
+    async def _prepare(self, turn: Turn, agent: Agent, locate: Callable[[str], str] | None) -> None:
         check_set_names(turn, list(agent.tools))
         toolsets = [*self.for_agent(agent), *turn.toolsets]
         if not toolsets:
@@ -319,6 +327,16 @@ class ToolRegistry:
                 log.exception("tool set %r failed to close", name)
 
 
+async def close_request_sets(turn: Turn) -> None:
+    """Close the tool sets a request brought (when no run will, e.g. the request was refused)."""
+    for toolset in turn.toolsets:
+        if getattr(toolset, "per_request", False):
+            try:
+                await toolset.aclose()
+            except Exception:
+                log.exception("tool set %r failed to close", toolset.name)
+
+
 async def list_configured(registry: ToolRegistry) -> list[dict[str, Any]]:
     """Contact every configured tool set: its tools, or the error reaching it (for ``kernel tools list``)."""
     report: list[dict[str, Any]] = []
@@ -345,5 +363,6 @@ class NoToolOptions(NoOptions):
 
 __all__ = [
     "NameClash", "NoToolOptions", "RequestTool", "ToolContext", "ToolInfo", "ToolKind", "ToolOutput", "ToolRegistry",
-    "ToolSet", "check_set_names", "describe_error", "find_name_clash", "list_configured", "model_tool_name",
+    "ToolSet", "check_set_names", "close_request_sets", "describe_error", "find_name_clash", "list_configured",
+    "model_tool_name",
 ]
