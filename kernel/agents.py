@@ -24,6 +24,9 @@ class Agent:
     instructions: str = ""
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    # Names of the [tools.NAME] sets the agent loop offers the model.
+    tools: tuple[str, ...] = ()
+    max_tool_iterations: int = 10
 
 
 class AgentTable:

@@ -176,6 +176,38 @@ def routes(config_path: Path) -> None:
 
 
 @cli.group()
+def tools() -> None:
+    """Inspect the server-side tool sets ([tools.NAME] tables)."""
+
+
+@tools.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def tools_list(config_path: Path, as_json: bool) -> None:
+    """Each configured tool set's tools (it is contacted now), or the error reaching it."""
+    import asyncio
+
+    from kernel.tools import list_configured
+
+    kernel = _build_app(config_path).extensions["kernel"]
+    report = asyncio.run(list_configured(kernel.tools))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not report:
+        click.echo("no [tools] tables are configured")
+    for entry in report:
+        click.echo(f"{entry['name']} (kind {entry['kind']})")
+        if entry["error"] is not None:
+            click.echo(f"  error: {entry['error']}")
+        for tool in entry["tools"]:
+            line = f"  {tool['model_name']}"
+            if tool["description"]:
+                line += f": {tool['description'].splitlines()[0]}"
+            click.echo(line)
+
+
+@cli.group()
 def config() -> None:
     """Work with plugins.toml."""
 

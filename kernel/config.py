@@ -119,6 +119,10 @@ class AgentSettings(_Strict):
     description: str = ""
     # Defaults for the limits a request leaves open (temperature, max_output_tokens ...).
     options: AgentOptions = Field(default_factory=AgentOptions)
+    # Server-side tool sets ([tools.NAME] tables) the agent loop offers the model.
+    tools: list[str] = Field(default_factory=list)
+    # Most server-side tool rounds (and, unless a request sets max_tool_calls, tool calls) per run.
+    max_tool_iterations: int = Field(10, ge=1, le=1000)
 
     @field_validator("provider")
     @classmethod
@@ -137,6 +141,7 @@ class Settings(BaseModel):
     kernel: KernelSettings = Field(default_factory=KernelSettings)
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tools: dict[str, dict[str, Any]] = Field(default_factory=dict)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
@@ -177,7 +182,7 @@ def settings_from_dict(
             raise ConfigError(
                 f"{path}: unknown table [{key}]; valid tables: {', '.join(sorted(known))}"
             )
-    for table in ("plugins", "providers", "agents"):
+    for table in ("plugins", "providers", "agents", "tools"):
         for name, value in (raw.get(table) or {}).items():
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: [{table}.{name}] must be a table")
@@ -187,6 +192,7 @@ def settings_from_dict(
         "kernel": expand_env(raw.get("kernel", {}), env, path, "kernel"),
         "agents": expand_env(raw.get("agents", {}), env, path, "agents"),
         "providers": expand_env(raw.get("providers", {}), env, path, "providers"),
+        "tools": expand_env(raw.get("tools", {}), env, path, "tools"),
         "plugins": {
             name: expand_env(table, env, path, f"plugins.{name}") if table.get("enabled") is True else table
             for name, table in (raw.get("plugins") or {}).items()
@@ -201,6 +207,11 @@ def settings_from_dict(
             f"{path}: [kernel] default_agent = {settings.kernel.default_agent!r} is not a "
             f"configured agent; known agents: {', '.join(sorted(settings.agents))}"
         )
+    for name, agent in settings.agents.items():
+        for tool in agent.tools:
+            if tool not in settings.tools:
+                raise ConfigError(f"{path}: [agents.{name}] tools names {tool!r}, which is not a [tools] table; "
+                                  f"known: {', '.join(sorted(settings.tools)) or '(none)'}")
     return settings
 
 

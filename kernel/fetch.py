@@ -336,3 +336,29 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     except zlib.error:
         raise FetchError("the response's compressed body is corrupt") from None
     return bytes(body)
+
+
+# --------------------------------------------------------------------------- guarded connections
+
+
+async def checked_addresses(url: str, allowed_hosts: frozenset[str] | set[str] | list[str]) -> list[IPAddress]:
+    """The addresses a client of ``url`` may connect to, after the same checks as :func:`fetch_url`.
+
+    For callers that speak their own protocol over HTTP (e.g. an MCP client): they connect
+    to one of these addresses (not to a fresh DNS answer), so DNS rebinding cannot slip by.
+    Raises :class:`FetchError` for an invalid URL, a failed lookup or a non-public address
+    whose host is not in ``allowed_hosts``.
+    """
+    parsed = _check_url(url)
+    host = parsed.raw_host.decode("ascii")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    literal = _parse_ip(host)
+    addresses = [literal] if literal is not None else await _resolve(host, port)
+    if not addresses:
+        raise FetchError(f"could not resolve host {host!r}", code="dns_failed")
+    allowed = frozenset(_normalise_host(h) for h in allowed_hosts)
+    if _normalise_host(host) not in allowed and any(is_forbidden_address(ip) for ip in addresses):
+        raise FetchError(f"refusing to connect to {host!r}: it resolves to a non-public address (private, "
+                         "loopback, link-local, multicast or reserved); only public hosts are allowed",
+                         code="forbidden_address")
+    return addresses

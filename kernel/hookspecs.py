@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from kernel.providers import ProviderKind
     from kernel.runtime import Kernel
+    from kernel.tools import ToolKind
 
 hookspec = pluggy.HookspecMarker("kernel")
 
@@ -47,6 +48,19 @@ def register_providers() -> list[ProviderKind] | None:
     Called once at startup. Each :class:`kernel.providers.ProviderKind` names a kind
     (``echo``, ``openai_upstream`` ...), the pydantic model for a ``[providers.NAME]``
     table of that kind, and a factory building a :class:`kernel.types.Provider`.
+    """
+
+
+@hookspec
+def register_tools() -> list[ToolKind] | None:
+    """Return the server-side tool kinds this plugin adds.
+
+    Called once at startup. Each :class:`kernel.tools.ToolKind` names a kind (``mcp``
+    ...), the pydantic model for a ``[tools.NAME]`` table of that kind, and a factory
+    building a :class:`kernel.tools.ToolSet` (list tools, call one). Agents name the
+    tables they use (``[agents.NAME] tools = [...]``); the kernel's agent loop runs the
+    calls. A kind with ``request_type`` also builds tool sets a request brings in its
+    ``tools`` (e.g. ``{"type": "mcp", ...}`` on ``/v1/responses``).
     """
 
 

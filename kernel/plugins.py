@@ -40,6 +40,7 @@ class PluginRecord:
     hooks: list[str] = field(default_factory=list)
     routes: list[dict[str, str]] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class PluginRecord:
             "hooks": self.hooks,
             "routes": self.routes,
             "providers": self.providers,
+            "tools": self.tools,
         }
 
 

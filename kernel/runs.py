@@ -9,15 +9,19 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from kernel.agentloop import AgentLoop, has_loop_items
 from kernel.agents import Agent
 from kernel.errors import ApiError
 from kernel.toolpolicy import UNFILTERED_KINDS, ToolPolicy
+from kernel.tools import check_set_names, close_request_sets, model_tool_name
 from kernel.types import (
     TERMINAL_KINDS,
+    ApprovalRequest,
+    ApprovalRequested,
     Failed,
     Finished,
     Item,
@@ -27,12 +31,17 @@ from kernel.types import (
     ReasoningDelta,
     RunError,
     RunEvent,
+    ServerCallDone,
+    ServerCallStart,
     TextDelta,
     TextPart,
     ToolCall,
     ToolCallDelta,
     ToolCallDone,
     ToolCallStart,
+    ToolListing,
+    ToolResult,
+    ToolsListed,
     Turn,
     Usage,
 )
@@ -63,7 +72,8 @@ class RunResult:
 
     @property
     def tool_calls(self) -> list[ToolCall]:
-        return [i for i in self.output if isinstance(i, ToolCall)]
+        """The calls the client must answer (server-side calls already ran)."""
+        return [i for i in self.output if isinstance(i, ToolCall) and i.server is None]
 
 
 class _Assembler:
@@ -128,6 +138,21 @@ class _Assembler:
             call.arguments = ev.arguments
         elif isinstance(ev, Usage):
             self.usage = ev
+        elif isinstance(ev, ServerCallStart):
+            self._close()  # the text after a tool round is a new message
+        elif isinstance(ev, ServerCallDone):
+            self._close()
+            self._items.append(ToolCall(call_id=ev.call_id, name=model_tool_name(ev.server, ev.name),
+                                        arguments=ev.arguments, server=ev.server))
+            output = ev.output if ev.error is None else f"Error: {ev.error}"
+            self._items.append(ToolResult(call_id=ev.call_id, output=output or ""))
+        elif isinstance(ev, ToolsListed):
+            self._close()
+            self._items.append(ToolListing(server=ev.server, tools=ev.tools, error=ev.error))
+        elif isinstance(ev, ApprovalRequested):
+            self._close()
+            self._items.append(ApprovalRequest(id=ev.approval_id, server=ev.server, name=ev.name,
+                                               arguments=ev.arguments))
 
 
 class Run:
@@ -291,6 +316,11 @@ class Run:
 
     async def _stream(self, kernel: Kernel) -> None:
         provider = kernel.provider_for(self.agent)
+        turn = self.turn
+        toolsets = [*kernel.tools.for_agent(self.agent), *turn.toolsets]
+        if toolsets or has_loop_items(turn.history) or has_loop_items(turn.input):
+            await AgentLoop(self, provider, toolsets).drive()
+            return
         policy = ToolPolicy(self.turn)
         stream = provider.stream(self.turn)
         emit = self._emit
@@ -362,17 +392,24 @@ class RunRegistry:
         Raises :class:`ApiError` 429 when the agent's provider is saturated, before
         anything is streamed, so endpoints can answer with ``Retry-After``.
         """
-        agent = self.kernel.agents.get(turn.agent)
-        provider = self.kernel.provider_for(agent)
-        admit = getattr(provider, "admit", None)
-        if admit is not None:
-            try:
-                admit()
-            except ProviderError as exc:
-                err = exc.error
-                headers = {"Retry-After": err.retry_after_header()} if err.status == 429 else None
-                raise ApiError(err.status, err.message, type=err.type, code=err.code,
-                               headers=headers) from None
+        try:
+            agent = self.kernel.agents.get(turn.agent)
+            provider = self.kernel.provider_for(agent)
+            admit = getattr(provider, "admit", None)
+            if admit is not None:
+                try:
+                    admit()
+                except ProviderError as exc:
+                    err = exc.error
+                    headers = {"Retry-After": err.retry_after_header()} if err.status == 429 else None
+                    raise ApiError(err.status, err.message, type=err.type, code=err.code,
+                                   headers=headers) from None
+            if agent.tools or turn.toolsets:
+                check_set_names(turn, list(agent.tools))
+        except BaseException:
+            if turn.toolsets:  # no run will own (and close) the sets this request brought
+                _close_later(close_request_sets(turn))
+            raise
         _apply_agent_defaults(turn, agent)
         run = Run(self, turn, agent, background=background, principal=principal, timeout=timeout)
         self.runs[run.id] = run
@@ -428,3 +465,13 @@ def _apply_agent_defaults(turn: Turn, agent: Agent) -> None:
             setattr(limits, name, value)
     if turn.model is None:
         turn.model = agent.model
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(closing: Coroutine[Any, Any, None]) -> None:
+    """Run ``closing`` in the background (kept referenced until done)."""
+    task = asyncio.get_running_loop().create_task(closing)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)

@@ -22,6 +22,7 @@ from kernel.runs import RunRegistry
 from kernel.sessions import SessionStore
 from kernel.statelock import StateDirLock
 from kernel.store import Store
+from kernel.tools import ToolRegistry
 from kernel.types import Provider
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class Kernel:
         self.provider_kinds = self._collect_provider_kinds()
         self.providers: dict[str, Provider] = self._build_providers()
         self.agents = self._build_agents()
+        self.tools = ToolRegistry(self)
+        self.tools.collect()
         self.app: Quart | None = None
         self._shutdown_deadline: float | None = None
         #: Set when the server begins to stop (SIGINT/SIGTERM): long-lived connections
@@ -118,6 +121,7 @@ class Kernel:
             agents[name] = Agent(
                 name=name, provider=cfg.provider, model=cfg.model, instructions=cfg.instructions,
                 description=cfg.description, options=cfg.options.model_dump(exclude_none=True),
+                tools=tuple(cfg.tools), max_tool_iterations=cfg.max_tool_iterations,
             )
         return AgentTable(agents, self.settings.kernel.default_agent)
 
@@ -148,6 +152,7 @@ class Kernel:
             start = getattr(provider, "start", None)
             if start is not None:
                 await start()
+        await self.tools.start()
 
     async def stop(self) -> None:
         """Drain runs, close providers and storage."""
@@ -157,5 +162,6 @@ class Kernel:
                 await provider.aclose()
             except Exception:
                 log.exception("provider %r failed to close", name)
+        await self.tools.aclose()
         await self.store.close()
         self._state_lock.release()

@@ -101,6 +101,8 @@ class ToolCall:
     name: str
     arguments: str
     id: str | None = None
+    # The server-side tool set that ran this call (its label); None for a client tool call.
+    server: str | None = None
     type: Literal["tool_call"] = "tool_call"
     tool_kind: ToolKind = "function"
 
@@ -125,7 +127,43 @@ class Reasoning:
     type: Literal["reasoning"] = "reasoning"
 
 
-Item = Message | ToolCall | ToolResult | Reasoning
+@dataclass(slots=True)
+class ToolListing:
+    """The tools a server-side tool set offered, kept in a conversation so a later turn
+    reuses them instead of listing again. The agent loop owns it: providers never see it."""
+
+    server: str
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    id: str | None = None
+    type: Literal["tool_listing"] = "tool_listing"
+
+
+@dataclass(slots=True)
+class ApprovalRequest:
+    """A server-side tool call waiting for the client's approval (agent loop only)."""
+
+    id: str
+    server: str
+    name: str
+    arguments: str
+    type: Literal["approval_request"] = "approval_request"
+
+
+@dataclass(slots=True)
+class ApprovalResponse:
+    """The client's answer to an :class:`ApprovalRequest` (agent loop only)."""
+
+    approval_request_id: str
+    approve: bool
+    reason: str | None = None
+    id: str | None = None
+    type: Literal["approval_response"] = "approval_response"
+
+
+Item = Message | ToolCall | ToolResult | Reasoning | ToolListing | ApprovalRequest | ApprovalResponse
+# Items the kernel's agent loop consumes; they are removed before a provider sees a turn.
+LOOP_ITEM_TYPES = (ToolListing, ApprovalRequest, ApprovalResponse)
 
 # --------------------------------------------------------------------------- tools
 
@@ -239,6 +277,13 @@ class Turn:
     model: str | None = None
     # Which endpoint created the turn ("responses", "chat", "hooks"); for logs only.
     surface: str = ""
+    # Server-side tool sets this request brought (kernel.tools.ToolSet, e.g. a request's
+    # MCP servers); run by the kernel's agent loop beside the agent's configured ones.
+    toolsets: list[Any] = field(default_factory=list)
+    # Listings the endpoint's pre-check already made (``ToolRegistry.prepare``): tool set
+    # name -> its tools (kernel.tools.ToolInfo) or the error message listing it gave. The
+    # agent loop uses them instead of listing (and waiting on a broken server) again.
+    listed: dict[str, Any] = field(default_factory=dict)
 
     def conversation(self) -> list[Item]:
         """History followed by the current input: everything the model should see."""
@@ -315,6 +360,8 @@ class Usage:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    # Input tokens written to the provider's prompt cache (when it reports them).
+    cache_write_tokens: int = 0
     kind: Literal["usage"] = "usage"
 
     @property
@@ -382,7 +429,55 @@ class Failed:
     kind: Literal["failed"] = "failed"
 
 
-RunEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallDone | Usage | Finished | Failed
+@dataclass(slots=True)
+class ToolsListed:
+    """The agent loop listed a server-side tool set (``error`` when it could not)."""
+
+    server: str
+    tools: list[dict[str, Any]]
+    error: str | None = None
+    kind: Literal["tools_listed"] = "tools_listed"
+
+
+@dataclass(slots=True)
+class ServerCallStart:
+    """The agent loop starts a server-side tool call; ``name`` is the tool's own name
+    (not the model-facing one) and ``arguments`` the model's whole JSON string."""
+
+    call_id: str
+    server: str
+    name: str
+    arguments: str
+    kind: Literal["server_call_start"] = "server_call_start"
+
+
+@dataclass(slots=True)
+class ServerCallDone:
+    """A server-side tool call ended: ``output`` on success, ``error`` when it failed
+    (the model is shown the error as the call's result)."""
+
+    call_id: str
+    server: str
+    name: str
+    arguments: str
+    output: str | None = None
+    error: str | None = None
+    kind: Literal["server_call_done"] = "server_call_done"
+
+
+@dataclass(slots=True)
+class ApprovalRequested:
+    """A server-side tool call needs the client's approval; the run ends after it."""
+
+    approval_id: str
+    server: str
+    name: str
+    arguments: str
+    kind: Literal["approval_requested"] = "approval_requested"
+
+
+RunEvent = (TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallDone | Usage | Finished | Failed
+            | ToolsListed | ServerCallStart | ServerCallDone | ApprovalRequested)
 TERMINAL_KINDS = frozenset({"finished", "failed"})
 
 
@@ -423,6 +518,9 @@ _ITEM_TYPES: dict[str, type] = {
     "tool_call": ToolCall,
     "tool_result": ToolResult,
     "reasoning": Reasoning,
+    "tool_listing": ToolListing,
+    "approval_request": ApprovalRequest,
+    "approval_response": ApprovalResponse,
 }
 
 

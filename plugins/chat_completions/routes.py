@@ -51,6 +51,9 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
         if model and not _names_agent(kernel, model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model
+        if agent.tools:
+            # List the agent's server-side tools now: a client tool that clashes with one is a 400.
+            await kernel.tools.prepare(turn, agent, lambda name: _tool_path(body, name))
         run = kernel.runs.start(turn, background=False, principal=g.principal,
                                 timeout=settings.run_timeout_seconds)
         cid = completion_id(run.id)
@@ -167,3 +170,13 @@ async def _chunks(first: RunEvent, events: AsyncIterator[RunEvent], encoder: Chu
                 return
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def _tool_path(body: dict[str, Any], name: str) -> str:
+    """The field naming function tool ``name`` (``tools[i].function.name``), for error messages."""
+    tools = body.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name") == name:
+            return f"tools[{i}].function.name"
+    return "tools"

@@ -32,6 +32,7 @@ from kernel import (
     Turn,
     Usage,
 )
+from plugins.echo.directives import Directive, next_calls
 from plugins.echo.schema_instance import instance_for
 
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -120,6 +121,19 @@ class EchoProvider:
             return []
         return [t for t in turn.offered_tools() if t.name == self.options.call_tool]
 
+    def _calls(self, directives: list[Directive], turn: Turn) -> list[RunEvent]:
+        """The events of the calls ``/call`` directives asked for (parallel ones only when allowed)."""
+        if not turn.limits.parallel_tool_calls:
+            directives = directives[:1]
+        events: list[RunEvent] = []
+        for index, directive in enumerate(directives):
+            call_id = f"call_echo_{self.turns_seen}_{index}"
+            events.append(ToolCallStart(index=index, call_id=call_id, name=directive.name))
+            events.append(ToolCallDelta(index=index, arguments=directive.arguments))
+            events.append(ToolCallDone(index=index, call_id=call_id, name=directive.name,
+                                       arguments=directive.arguments))
+        return events
+
     async def stream(self, turn: Turn) -> AsyncIterator[RunEvent]:
         self.turns_seen += 1
         text = self.answer_text(turn)
@@ -127,6 +141,17 @@ class EchoProvider:
         input_tokens += len(turn.system.split())
         if self.options.reasoning:
             yield ReasoningDelta(f"The user said {len(text.split())} words.")
+        directed = next_calls(turn)
+        if directed is not None:
+            calls_now, results = directed
+            if calls_now:
+                for event in self._calls(calls_now, turn):
+                    yield event
+                yield Usage(input_tokens=input_tokens, output_tokens=len(calls_now))
+                yield Finished(reason="tool_calls")
+                return
+            if results and self.options.mode == "last_user":
+                text = "\n".join(result.output for result in results)
         forced = self.tools_to_call(turn)
         if forced:
             calls = forced if turn.limits.parallel_tool_calls else forced[:1]

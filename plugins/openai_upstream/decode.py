@@ -203,4 +203,6 @@ def map_usage(usage: dict[str, Any]) -> Usage:
         reasoning_tokens=number(completion_details.get("reasoning_tokens") if isinstance(
             completion_details, dict) else 0),
         cached_tokens=number(prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else 0),
+        cache_write_tokens=number(prompt_details.get("cache_write_tokens") if isinstance(prompt_details, dict)
+                                  else 0),
     )

@@ -32,6 +32,7 @@ from kernel import (
     ToolCallStart,
     Usage,
 )
+from plugins.openresponses import mcp_items
 from plugins.openresponses import resource as r
 
 log = logging.getLogger("plugins.openresponses")
@@ -47,7 +48,7 @@ _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content
 class _Out:
     """One output item while it is being built."""
 
-    kind: Literal["message", "reasoning", "function_call", "custom_tool_call"]
+    kind: str  # "message", "reasoning", "function_call", "custom_tool_call", or a server-side tool item (mcp_items)
     id: str
     index: int
     status: str = "in_progress"
@@ -57,6 +58,8 @@ class _Out:
     call_id: str = ""
     name: str = ""
     namespace: str | None = None
+    # A server-side tool item's fields (rendered by mcp_items.wire); None for the others.
+    data: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:
@@ -66,6 +69,8 @@ class _Out:
 
     def wire(self, *, added: bool = False) -> dict[str, Any]:
         """The item as the schema wants it; ``added`` renders the empty just-added shape."""
+        if self.data is not None:
+            return mcp_items.wire(self, added)
         if self.kind == "message":
             return r.message_item(self.id, self.status, None if added else self.text)
         if self.kind == "reasoning":
@@ -104,6 +109,7 @@ class ResponseBuilder:
         self._items: list[_Out] = []
         self._open: _Out | None = None  # the message or reasoning item receiving deltas
         self._calls: dict[int, _Out] = {}
+        self._server_calls: dict[str, _Out] = {}  # running server-side calls by call id
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -157,6 +163,8 @@ class ResponseBuilder:
             self._finish(event.reason)
         elif isinstance(event, Failed):
             self._fail(event.error)
+        elif event.kind in mcp_items.SERVER_EVENT_KINDS:
+            mcp_items.feed(self, event)
 
     def feed_many(self, events: Sequence[RunEvent]) -> None:
         """Feed a finished run's recorded events at once.
@@ -262,6 +270,16 @@ class ResponseBuilder:
             return r.output_text_part(text)
         return {"type": "reasoning_text", "text": text}
 
+    def _add_item(self, kind: str, item_id: str, data: dict[str, Any]) -> _Out:
+        """Append a server-side tool item (in progress) and announce it."""
+        self._close_open("completed")
+        item = _Out(kind=kind, id=item_id, index=len(self._items), data=data)
+        self._items.append(item)
+        if self.record_events:
+            self._emit({"type": "response.output_item.added", "output_index": item.index,
+                        "item": item.wire(added=True)})
+        return item
+
     def _start_call(self, index: int, call_id: str, name: str, tool_kind: str = "function") -> _Out:
         self._close_open("completed")
         custom = tool_kind == "custom"
@@ -306,6 +324,10 @@ class ResponseBuilder:
 
     def _close_all(self, status: str) -> None:
         self._close_open(status)
+        for item in self._server_calls.values():  # server-side calls cut short (cancel, failure)
+            item.status = "incomplete"
+            self._emit({"type": "response.output_item.done", "output_index": item.index, "item": item.wire()})
+        self._server_calls.clear()
         for call in self._calls.values():
             if call.status == "in_progress":
                 self._close_call(call, status)

@@ -122,6 +122,6 @@ def compact_resource(*, response_id: str, created_at: int, output: list[dict[str
         "created_at": created_at,
         "output": output,
         "usage": usage or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
-                           "input_tokens_details": {"cached_tokens": 0},
+                           "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                            "output_tokens_details": {"reasoning_tokens": 0}},
     }

@@ -8,7 +8,7 @@ behind this gateway, so each request either leaves them out of the model's view
 ``x-kernel-omitted-tools`` header names them) or is refused (``reject``).
 
 Keep this list the one place that knows which tool types are hosted: when a tool
-kind starts running here (e.g. ``mcp`` through the agent loop), take it out below.
+kind starts running here (as ``mcp`` did, through the agent loop), take it out below.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ HOSTED_TOOL_TYPES: frozenset[str] = frozenset({
     "local_shell",
     "shell",
     "apply_patch",
-    "mcp",  # until the MCP tool kind runs it server-side
+    # (``mcp`` is not here: the agent loop runs it, see server_tools.py)
 })
 
 # Input items of those tools' calls: carried to the model as text, never refused.
@@ -44,7 +44,6 @@ HOSTED_CALL_ITEMS: frozenset[str] = frozenset({
     "web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call",
     "computer_call", "computer_call_output", "local_shell_call", "local_shell_call_output",
     "shell_call", "shell_call_output", "apply_patch_call", "apply_patch_call_output",
-    "mcp_call", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response",
     "tool_search_call", "tool_search_output",
 })
 

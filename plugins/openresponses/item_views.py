@@ -16,6 +16,7 @@ from kernel import Item, Message, Reasoning, TextPart, ToolCall
 from kernel.types import item_from_dict, item_to_dict
 from plugins.openresponses import resource as r
 from plugins.openresponses.items import SystemMessage
+from plugins.openresponses.server_tools import MCP_ITEM_TYPES, mcp_items
 from plugins.openresponses.storage import ChainLink
 from plugins.openresponses.tools import NAMESPACE_SEPARATOR
 
@@ -111,6 +112,8 @@ def output_to_items(output: list[dict[str, Any]]) -> list[Item]:
             items.append(ToolCall(call_id=out["call_id"], name=name, id=out.get("id"),
                                   arguments=(out.get("input") if custom else out.get("arguments")) or "",
                                   tool_kind="custom" if custom else "function"))
+        elif kind in MCP_ITEM_TYPES:
+            items.extend(mcp_items(out))
         elif kind == "reasoning":
             items.append(Reasoning(
                 text="".join(c.get("text", "") for c in out.get("content") or []),

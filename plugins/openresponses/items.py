@@ -18,6 +18,7 @@ from kernel.media import MediaLoader
 from plugins.openresponses import models as m
 from plugins.openresponses.compact import decode_compaction
 from plugins.openresponses.hosted import HOSTED_CALL_ITEMS, hosted_call_text
+from plugins.openresponses.server_tools import MCP_ITEM_TYPES, mcp_items
 from plugins.openresponses.tools import NAMESPACE_SEPARATOR, ParsedTools
 
 # --------------------------------------------------------------------------- drafts
@@ -78,7 +79,8 @@ ItemLookup = Callable[[str], Awaitable[Item | None]]
 # --------------------------------------------------------------------------- input items
 
 _ITEM_TYPES = ("message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output",
-               "reasoning", "item_reference", "compaction", "hosted tool call items")
+               "reasoning", "item_reference", "compaction", "mcp_list_tools", "mcp_call", "mcp_approval_request",
+               "mcp_approval_response", "hosted tool call items")
 
 
 def parse_input(value: Any, path: str = "input", tools: ParsedTools | None = None,
@@ -105,6 +107,9 @@ def parse_input(value: Any, path: str = "input", tools: ParsedTools | None = Non
         draft = parse_item(raw, at, tools)
         if isinstance(draft, tuple):
             system.append(draft)
+            continue
+        if isinstance(draft, list):  # an MCP item may stand for a call and its result
+            items.extend(draft)
             continue
         needs = needs or isinstance(draft, DraftMessage | DraftToolResult | PendingReference)
         items.append(draft)
@@ -144,9 +149,11 @@ def parse_item(raw: Any, at: str, tools: ParsedTools | None = None) -> Draft | S
         # Same output shapes as a function call's (a string or content parts).
         return _tool_output(m.FunctionCallOutputItem(type="function_call_output", call_id=co.call_id,
                                                      output=co.output, id=co.id), at)
+    if kind in MCP_ITEM_TYPES:
+        return mcp_items(raw, at)  # type: ignore[return-value]  # a list: parse_input spreads it
     if isinstance(kind, str) and kind in HOSTED_CALL_ITEMS:
         # A hosted tool's call from another backend's history: the model reads what happened.
-        return Message(role="user" if kind.endswith("_output") or kind == "mcp_approval_response" else "assistant",
+        return Message(role="user" if kind.endswith("_output") else "assistant",
                        parts=[TextPart(hosted_call_text(raw))], id=raw.get("id") if isinstance(raw.get("id"), str)
                        else None)
     if kind == "reasoning":

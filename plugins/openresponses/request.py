@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel import ApiError, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
+from kernel import ApiError, ApprovalResponse, Item, Limits, Message, ToolChoice, ToolResult, ToolSpec, Turn
 from plugins.openresponses import models as m
 from plugins.openresponses.conversations.params import take_conversation
 from plugins.openresponses.fields import check_fields
@@ -21,6 +21,7 @@ from plugins.openresponses.hosted import HostedToolsPolicy
 from plugins.openresponses.items import Draft, SystemMessage, parse_input
 from plugins.openresponses.params import parse_text, parse_tool_choice
 from plugins.openresponses.resource import ResponseParams
+from plugins.openresponses.server_tools import function_tool_paths, request_server_tools
 from plugins.openresponses.tools import ParsedTools, parse_tools
 
 # Request options an OpenAI-compatible upstream may forward as they are (Limits.hints).
@@ -55,6 +56,10 @@ class ParsedRequest:
     ignored_fields: list[str] = field(default_factory=list)
     # ``conversation`` (an id), handled by plugins/openresponses/conversations/.
     conversation: str | None = None
+    # Server-side tools (e.g. MCP servers) to build through the kernel: (field path, raw tool).
+    server_tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Each function tool's name -> its field ("tools[i].name"), to name it in errors.
+    tool_paths: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -122,6 +127,7 @@ def parse_create_body(data: dict[str, Any], hosted_tools: HostedToolsPolicy = "o
         include=list(body.include or []),
         raw_input=body.input, system_messages=system_messages, parsed_tools=parsed_tools,
         client_metadata=data.get("client_metadata"), ignored_fields=ignored, conversation=conversation,
+        server_tools=request_server_tools(body.tools), tool_paths=function_tool_paths(body.tools),
     )
 
 
@@ -171,4 +177,5 @@ def build_turn(parsed: ParsedRequest, items: list[Item], *, agent: str, history:
 
 
 def _is_current_input(item: Item) -> bool:
-    return isinstance(item, ToolResult) or (isinstance(item, Message) and item.role == "user")
+    # An approval answer is new input like a tool result: the agent loop acts on it this turn.
+    return isinstance(item, ToolResult | ApprovalResponse) or (isinstance(item, Message) and item.role == "user")

@@ -142,8 +142,9 @@ def usage_object(usage: Usage | None) -> dict[str, Any] | None:
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
-        # cache_write_tokens: the openai SDK's Usage requires it (nothing is written to a cache here).
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
+        # cache_write_tokens: not in the OpenResponses schema (whose details object allows
+        # more fields) but required by the openai SDK's ResponseUsage.
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens},
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 

@@ -26,6 +26,7 @@ from plugins.openresponses.hosted import OMITTED_TOOLS_HEADER
 from plugins.openresponses.item_views import model_view
 from plugins.openresponses.items import Draft, resolve_items
 from plugins.openresponses.request import ParsedRequest, build_turn, parse_compact_body, parse_create_body
+from plugins.openresponses.server_tools import attach_server_tools, check_approval_ids
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.stored import StoredResponses
 from plugins.openresponses.stream import EventFollower, drive, encode_json, sse_chunks
@@ -124,6 +125,15 @@ class ResponsesService:
             # Every item the client sent joins the conversation (the kernel appends turn.input), named.
             turn.input, turn.history = [*turn.history, *turn.input], []
             conv_turns.name_input(turn.input)
+        if parsed.server_tools:
+            await attach_server_tools(self.kernel, parsed, turn)
+        if session_key is None:
+            # With a session the transcript (loaded when the run starts) may hold the request.
+            check_approval_ids(turn, parsed.raw_input)
+        if agent.tools or turn.toolsets:
+            # List the server-side tools now: a client tool that clashes with one is a 400.
+            paths = parsed.tool_paths
+            await self.kernel.tools.prepare(turn, agent, lambda name: paths.get(name, "tools"))
         if model and not self._names_agent(model):
             # A plain model name (gpt-4o ...) reached the default agent: its provider may use it upstream.
             turn.model = model

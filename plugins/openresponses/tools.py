@@ -25,6 +25,7 @@ from kernel import ApiError, ToolSpec
 from kernel.schema_check import check_json_schema
 from plugins.openresponses import models as m
 from plugins.openresponses.hosted import HOSTED_TOOL_TYPES, HostedToolsPolicy, hosted_tool
+from plugins.openresponses.server_tools import SERVER_TOOL_TYPES
 
 NAMESPACE_SEPARATOR = "__"
 MAX_TOOLS = 512
@@ -81,6 +82,8 @@ def parse_tools(value: Any, policy: HostedToolsPolicy = "omit") -> ParsedTools:
             _add(out, _custom(raw, at), at, echo=True)
         elif kind == "namespace":
             _namespace(out, raw, at)
+        elif kind in SERVER_TOOL_TYPES:
+            continue  # run server-side by a kernel tool kind (server_tools.attach_server_tools)
         elif isinstance(kind, str) and kind in HOSTED_TOOL_TYPES:
             hosted_tool(kind, policy, at)
             if kind not in out.omitted:

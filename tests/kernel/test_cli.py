@@ -75,6 +75,7 @@ def test_plugins_list_json(config):
         "hooks": ["register_commands", "register_providers", "register_routes", "register_settings", "startup"],
         "routes": example["routes"],
         "providers": ["reverse"],
+        "tools": [],
     }
     assert {"methods": "GET", "path": "/example/hello"} in example["routes"]
     assert all(p["source"] == "built-in" for p in data if p["distribution"] == "agentkernel")

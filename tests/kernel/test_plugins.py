@@ -214,6 +214,7 @@ HOOKS_TESTED = {
     "register_settings": "test_register_settings_validates_the_plugins_table",
     "register_routes": "test_register_routes_serves_blueprints_with_the_plugins_settings",
     "register_providers": "test_register_providers_adds_a_kind_agents_can_use",
+    "register_tools": "test_register_tools_adds_a_kind_the_agent_loop_runs",
     "register_commands": "test_register_commands_adds_subcommands_for_enabled_plugins_only",
     "startup": "test_startup_and_shutdown_are_awaited_in_order_and_reverse_order",
     "shutdown": "test_startup_and_shutdown_are_awaited_in_order_and_reverse_order",
@@ -272,6 +273,39 @@ async def test_register_providers_adds_a_kind_agents_can_use(tmp_path, running):
         assert (await response.get_json())["text"] == "OB OLLEH"
         response = await client.get("/example/hello?name=Bo", headers={**AUTH_HEADERS, "x-agent-id": "plain"})
         assert (await response.get_json())["text"] == "oB olleh"
+
+
+async def test_register_tools_adds_a_kind_the_agent_loop_runs(tmp_path):
+    from kernel import Message, TextPart, ToolInfo, ToolKind, ToolOutput, Turn
+
+    class Upper:
+        def __init__(self, name):
+            self.name, self.timeout_seconds, self.calls = name, 5.0, []
+
+        async def list_tools(self):
+            schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+            return [ToolInfo("upper", "Upper-case text", schema)]
+
+        async def call(self, name, arguments, context):
+            self.calls.append((name, arguments, context.agent))
+            return ToolOutput(arguments["text"].upper())
+
+        async def aclose(self):
+            pass
+
+    class Tools:
+        @hookimpl
+        def register_tools(self):
+            return [ToolKind(kind="upper", factory=lambda name, options, kernel: Upper(name))]
+
+    config = {"tools": {"caps": {"kind": "upper"}}, "agents": {"main": {"provider": "echo", "tools": ["caps"]}}}
+    app = create_app(settings_for(tmp_path, config), extra_plugins={"tools": Tools()})
+    kernel = get_kernel(app)
+    assert kernel.plugins["tools"].tools == ["upper"]
+    turn = Turn(agent="main", input=[Message("user", [TextPart('/call caps__upper {"text": "hi"}')])])
+    result = await kernel.runs.start(turn).wait()
+    assert result.text == "HI" and kernel.tools.sets["caps"].calls == [("upper", {"text": "hi"}, "main")]
+    assert result.tool_calls == []  # the server-side call is not the client's to answer
 
 
 def test_two_plugins_registering_one_provider_kind_is_an_error(tmp_path):

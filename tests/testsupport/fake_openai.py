@@ -152,11 +152,15 @@ def chunk(delta: dict[str, Any] | None = None, *, finish_reason: str | None = No
     return out
 
 
-def usage(prompt: int, completion: int, *, reasoning: int = 0, cached: int = 0) -> dict[str, Any]:
-    """A Chat Completions usage object."""
+def usage(prompt: int, completion: int, *, reasoning: int = 0, cached: int = 0,
+          cache_write: int | None = None) -> dict[str, Any]:
+    """A Chat Completions usage object (``cache_write`` adds ``cache_write_tokens``)."""
+    prompt_details: dict[str, int] = {"cached_tokens": cached}
+    if cache_write is not None:
+        prompt_details["cache_write_tokens"] = cache_write
     return {
         "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 

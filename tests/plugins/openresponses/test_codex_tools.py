@@ -182,7 +182,6 @@ HOSTED = [
     {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "image_generation"},
     {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "linux"},
     {"type": "local_shell"}, {"type": "shell"}, {"type": "apply_patch"},
-    {"type": "mcp", "server_label": "docs", "server_url": "https://example.invalid/mcp"},
     {"type": "web_search", "search_context_size": "low"},
 ]
 
