@@ -320,7 +320,9 @@ class FakeOpenAI:
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.ssl_context)
+        # A deep listen queue: benchmarks open a thousand upstream connections at once, and
+        # asyncio's default of 100 would overflow here (counted system-wide with the gateway's).
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.ssl_context, backlog=2048)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         async with server:
