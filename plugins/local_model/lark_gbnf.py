@@ -38,6 +38,9 @@ from lark.load_grammar import load_grammar
 from plugins.local_model.regex_gbnf import Unsupported, quote, regex_to_gbnf
 
 START = "start"
+# A translation larger than this (a grammar exploding through templates or repeats) is not
+# handed to llama.cpp, whose grammar stacks grow with it.
+MAX_GBNF = 500_000
 _IGNORE_RULE = "ignored"
 
 
@@ -66,7 +69,10 @@ def lark_to_gbnf(definition: str) -> str:
         lines.append(f"{_terminal_name(terminal.name)} ::= {_terminal(terminal)}")
     if ignore_names:
         lines.append(f"{_IGNORE_RULE} ::= " + " | ".join(_terminal_name(n) for n in ignore_names))
-    return "\n".join(lines) + "\n"
+    gbnf = "\n".join(lines) + "\n"
+    if len(gbnf) > MAX_GBNF:
+        raise Unsupported(f"the translation is larger than {MAX_GBNF} characters")
+    return gbnf
 
 
 def _alternatives(name: str, alternatives: list[list[tuple[str, bool]]], ignoring: bool) -> str:

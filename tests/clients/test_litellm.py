@@ -13,6 +13,11 @@ import pytest
 
 from .conftest import get_weather, save_fixture
 
+# LiteLLM's own types trip pydantic warnings (ReadOnly TypedDict items, its usage
+# conversion); they say nothing about the gateway.
+pytestmark = [pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning"),
+              pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")]
+
 CLIENT = f"litellm {version('litellm')}"
 TOOL_CHAT = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city.",

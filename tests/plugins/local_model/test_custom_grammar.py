@@ -157,3 +157,13 @@ def test_custom_tool_grammar_logs_and_falls_back(caplog):
     assert custom_tool_grammar({"type": "grammar", "syntax": "regex", "definition": r"(a)\1"},
                                "custom tool 'backref'") is None
     assert "custom tool 'backref': its regex grammar cannot be enforced by llama.cpp (groupref)" in caplog.text
+
+
+def test_an_oversized_translation_is_refused(monkeypatch):
+    import plugins.local_model.lark_gbnf as lark_gbnf
+
+    monkeypatch.setattr(lark_gbnf, "MAX_GBNF", 1000)
+    small = 'start: "a" ~ 1..3'
+    assert lark_to_gbnf(small)
+    with pytest.raises(Unsupported, match="larger than 1000 characters"):
+        lark_to_gbnf('start: ' + " | ".join(f'"word{i}"' for i in range(100)))
