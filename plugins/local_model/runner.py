@@ -35,7 +35,13 @@ from kernel import (
     Usage,
 )
 from plugins.local_model.engine import ContextOverflow, Engine, Generation, InvalidGrammar, Sampling
-from plugins.local_model.grammar import ANY_OBJECT_SCHEMA, choice_grammar, object_grammar, schema_grammar
+from plugins.local_model.grammar import (
+    ANY_OBJECT_SCHEMA,
+    choice_grammar,
+    custom_tool_grammar,
+    object_grammar,
+    schema_grammar,
+)
 from plugins.local_model.options import LocalModelOptions
 from plugins.local_model.prompt import (
     VERBOSITY_HINTS,
@@ -125,9 +131,9 @@ class TurnRunner:
         kind = tool.tool_kind
         self.emit(ToolCallStart(index=0, call_id=call_id, name=tool.name, tool_kind=kind))
         if kind == "custom":
-            # Freeform input: free text, with the tool's grammar stated in the prompt (lark
-            # and regex grammars are not translated to GBNF, so they are not enforced).
-            grammar, instructions = None, custom_tool_instructions(tool)
+            # Freeform input: under the tool's lark/regex grammar translated to GBNF where it
+            # can be (grammar.custom_tool_grammar), else free text; the grammar is also stated.
+            grammar, instructions = self._custom_grammar(tool), custom_tool_instructions(tool)
         else:
             grammar = self._grammar(object_grammar(tool.parameters, f"tool {tool.name!r}"))
             instructions = tool_arguments_instructions(tool)
@@ -178,6 +184,19 @@ class TurnRunner:
         if self.stats.first_token_seconds is None:
             self.stats.first_token_seconds = gen.first_token_seconds
         return gen
+
+    def _custom_grammar(self, tool: ToolSpec) -> str | None:
+        """The custom tool's grammar as GBNF if llama.cpp accepts it, else None (free text)."""
+        gbnf = custom_tool_grammar(tool.format, f"custom tool {tool.name!r}")
+        if gbnf is None:
+            return None
+        try:
+            self.engine.check_grammar(gbnf)
+            return gbnf
+        except InvalidGrammar:
+            log.warning("custom tool %r: llama.cpp rejected the GBNF translation of its grammar (e.g. left "
+                        "recursion through another rule); the input is free text", tool.name)
+            return None
 
     def _grammar(self, gbnf: str) -> str:
         """``gbnf`` if llama.cpp accepts it, else any JSON object (still parseable)."""

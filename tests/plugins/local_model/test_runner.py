@@ -160,18 +160,32 @@ def test_auto_tool_choice_answers_in_text_without_showing_the_tools() -> None:
     assert [type(e) for e in events] == [TextDelta, TextDelta, Usage, Finished]
 
 
-def test_custom_tool_input_is_free_text_with_its_grammar_in_the_prompt() -> None:
-    patch = ToolSpec(name="apply_patch", tool_kind="custom", description="Edit files",
-                     format={"type": "grammar", "syntax": "lark", "definition": 'start: "*** Begin Patch"'})
-    turn = ask("edit", tools=[patch], tool_choice=ToolChoice(mode="required", function="apply_patch"))
+def custom_tool(definition: str, syntax: str = "lark") -> ToolSpec:
+    return ToolSpec(name="apply_patch", tool_kind="custom", description="Edit files",
+                    format={"type": "grammar", "syntax": syntax, "definition": definition})
+
+
+def test_custom_tool_input_is_generated_under_its_grammar_which_is_also_stated() -> None:
+    turn = ask("edit", tools=[custom_tool('start: "*** Begin Patch"')],
+               tool_choice=ToolChoice(mode="required", function="apply_patch"))
     engine, events = run(turn, ["*** Begin Patch"])
     (sampling,) = engine.sampled
-    assert sampling.grammar is None  # lark is not translated to GBNF: stated, not enforced
+    assert sampling.grammar == 'root ::= r-start\nr-start ::= t---ANON-0\nt---ANON-0 ::= "*** Begin Patch"\n'
     assert "lark grammar" in engine.prompts[0] and "Begin Patch" in engine.prompts[0]
     start = next(e for e in events if isinstance(e, ToolCallStart))
     done = next(e for e in events if isinstance(e, ToolCallDone))
     assert start.tool_kind == done.tool_kind == "custom"
     assert done.arguments == "*** Begin Patch"
+
+
+def test_custom_tool_grammar_outside_the_subset_is_free_text_with_a_note(caplog) -> None:
+    # A lookahead has no GBNF form: the input is free text and the log says why.
+    turn = ask("edit", tools=[custom_tool(r"(?=a)\w+", "regex")],
+               tool_choice=ToolChoice(mode="required", function="apply_patch"))
+    engine, events = run(turn, ["abc"])
+    assert engine.sampled[0].grammar is None
+    assert "custom tool 'apply_patch': its regex grammar cannot be enforced by llama.cpp (assert)" in caplog.text
+    assert next(e for e in events if isinstance(e, ToolCallDone)).arguments == "abc"
 
 
 def test_verbosity_is_stated_in_the_system_text() -> None:
