@@ -13,8 +13,10 @@ from kernel import memory
 from kernel.testing import AUTH_HEADERS
 
 # Types that, before the cycles were broken, each finished stream left to the collector.
-WATCHED = {"GatewayTCPServer", "H11Protocol", "ResponseBuilder", "EventFollower", "LiveResponse",
-           "_SelectorSocketTransport", "_SilenceWatch"}
+# (asyncio's own transport cycle is broken best-effort and other tests' sockets may close
+# meanwhile, so transports are not counted here.)
+WATCHED = {"GatewayTCPServer", "H11Protocol", "HTTPStream", "ResponseBuilder", "EventFollower", "LiveResponse",
+           "_SilenceWatch"}
 
 
 def cyclic_garbage() -> Counter[str]:
