@@ -9,7 +9,7 @@ from __future__ import annotations
 import pluggy
 
 from kernel.agents import Agent
-from kernel.auth import public
+from kernel.auth import is_admin, public
 from kernel.errors import ApiError, error_body
 from kernel.providers import NoOptions, ProviderKind
 from kernel.types import (
@@ -45,5 +45,5 @@ __all__ = [
     "Agent", "ApiError", "Failed", "FilePart", "Finished", "ImagePart", "Item", "Limits", "Message",
     "NoOptions", "Provider", "ProviderError", "ProviderKind", "Reasoning", "ReasoningDelta", "RunError",
     "RunEvent", "TextDelta", "TextPart", "ToolCall", "ToolCallDelta", "ToolCallDone", "ToolCallStart",
-    "ToolChoice", "ToolResult", "ToolSpec", "Turn", "Usage", "error_body", "hookimpl", "public",
+    "ToolChoice", "ToolResult", "ToolSpec", "Turn", "Usage", "error_body", "hookimpl", "is_admin", "public",
 ]
