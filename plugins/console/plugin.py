@@ -53,7 +53,8 @@ def authenticate_request(kernel: Kernel, headers: Any, method: str, websocket: b
     if method.upper() not in SAFE_METHODS:
         origin = headers.get("origin")
         if origin is not None and urlsplit(origin).netloc != headers.get("host"):
-            raise ApiError(403, f"cross-origin request refused: Origin {origin!r} is not this gateway", code="csrf_failed")
+            raise ApiError(403, f"cross-origin request refused: Origin {origin!r} is not this gateway",
+                           code="csrf_failed")
         if not Sessions.csrf_matches(session, headers.get(CSRF_HEADER)):
             raise ApiError(403, "missing or wrong CSRF token: a browser session must send its page's token in "
                            "the X-CSRF-Token header on every state-changing request", code="csrf_failed")

@@ -14,4 +14,5 @@ from plugins.openresponses.storage.base import (
 )
 from plugins.openresponses.storage.sqlite import SqliteResponseStore
 
-__all__ = ["ChainLink", "InputItemsPage", "ResponsePage", "ResponseRecord", "ResponseStore", "SqliteResponseStore", "StoredEvent"]
+__all__ = ["ChainLink", "InputItemsPage", "ResponsePage", "ResponseRecord", "ResponseStore", "SqliteResponseStore",
+           "StoredEvent"]

@@ -65,7 +65,8 @@ def test_sign_in_refuses_a_wrong_token_and_the_overview_lists_plugins_and_agents
     page.wait_for_url(f"{console.base}/console/")
     page.wait_for_load_state("load")
     assert page.text_content("#principal") == "default" and page.is_visible("text=admin")
-    plugins = {row.get_attribute("data-plugin"): row.inner_text() for row in page.query_selector_all("#plugins tbody tr")}
+    rows = page.query_selector_all("#plugins tbody tr")
+    plugins = {row.get_attribute("data-plugin"): row.inner_text() for row in rows}
     for name in ("console", "openresponses", "echo"):
         assert "yes" in plugins[name], plugins[name]
     assert "authenticate_request" in plugins["console"] and "register_routes" in plugins["openresponses"]
@@ -143,7 +144,8 @@ def test_stop_cancels_a_slow_run(console: Console, context: Any) -> None:
     page.select_option("#pg-agent", "slow")
     page.fill("#pg-message", " ".join(f"word{n}" for n in range(40)))
     page.click("#pg-send")
-    page.wait_for_function("() => document.querySelector('.answer') && document.querySelector('.answer').textContent.length")
+    page.wait_for_function("() => document.querySelector('.answer') && "
+                           "document.querySelector('.answer').textContent.length")
     rid = page.text_content("#pg-id")
     page.click("#pg-stop")
     page.wait_for_function("() => document.getElementById('pg-status').textContent === 'cancelled'")
