@@ -129,3 +129,11 @@ def test_live_runs_api_is_owner_scoped_and_cancels(console: Console) -> None:
         assert alice.get(f"/v1/responses/{rid}").json()["status"] == "cancelled"
         again = alice.post(f"/console/api/runs/{runs[0]['id']}/cancel")
         assert again.status_code in (404, 409)
+
+
+def test_the_overview_shows_each_providers_health_report(console: Console) -> None:
+    http = console.sign_in(TEST_TOKEN)
+    page = http.get("/console/").text
+    providers = page.split('<table id="providers">', 1)[1].split("</table>", 1)[0]
+    assert "slow" in providers and "mode <strong>last_user</strong>" in providers
+    assert 'class="dot ok"' in providers
