@@ -31,7 +31,8 @@ from kernel.testing import TEST_TOKEN, build_app, default_config, merge, serve_i
 OVERVIEW_LIMIT = 100_000
 CONFIG: dict[str, Any] = {
     "kernel": {"auth": {"keys": {"ci": {"secret": "ci-secret-0123456789"}}}},
-    "plugins": {"openresponses": {"enabled": True}, "console": {"enabled": True}, "chat_completions": {"enabled": True}},
+    "plugins": {"openresponses": {"enabled": True}, "console": {"enabled": True},
+                "chat_completions": {"enabled": True}},
     "providers": {"slow": {"kind": "echo", "delay_seconds": 0.4}},
     "agents": {"main": {"provider": "echo", "description": "streams your words back"},
                "slow": {"provider": "slow", "description": "echo, one word every 0.4 s"}},
