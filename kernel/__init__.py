@@ -9,7 +9,7 @@ from __future__ import annotations
 import pluggy
 
 from kernel.agents import Agent
-from kernel.auth import public
+from kernel.auth import is_admin, public
 from kernel.errors import ApiError, error_body
 from kernel.providers import NoOptions, ProviderKind
 from kernel.tools import RequestTool, ToolContext, ToolInfo, ToolKind, ToolOutput, ToolSet, model_tool_name
@@ -93,6 +93,7 @@ __all__ = [
     "Usage",
     "error_body",
     "hookimpl",
+    "is_admin",
     "model_tool_name",
     "public",
 ]

@@ -113,9 +113,19 @@ def _register_kernel_routes(app: Quart, kernel: Kernel) -> None:
 # --------------------------------------------------------------------------- per request
 
 
-def authenticated_principal(kernel: Kernel, headers: Any) -> str:
-    """The principal of the request's bearer secret; 401 when it is missing or wrong."""
-    principal = kernel.auth.principal_for(bearer_token(headers.get("authorization")))
+def authenticated_principal(kernel: Kernel, headers: Any, method: str = "GET", *, websocket: bool = False) -> str:
+    """The principal of the request's bearer secret; 401 when it is missing or wrong.
+
+    Without an ``Authorization`` header, plugins' ``authenticate_request`` hooks may
+    name the principal (the console's browser session cookie does).
+    """
+    header = headers.get("authorization")
+    principal = kernel.auth.principal_for(bearer_token(header))
+    if principal is None and header is None:
+        principal = kernel.pm.hook.authenticate_request(kernel=kernel, headers=headers, method=method,
+                                                        websocket=websocket)
+        if principal is not None and not kernel.auth.knows(principal):
+            principal = None
     if principal is None:
         raise ApiError(
             401,
@@ -137,7 +147,7 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
         if view is None or is_public(view):
             return
-        g.principal = authenticated_principal(kernel, request.headers)
+        g.principal = authenticated_principal(kernel, request.headers, request.method)
 
     @app.before_websocket
     async def authenticate_websocket() -> None:
@@ -147,7 +157,7 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
         view = app.view_functions.get(websocket.endpoint) if websocket.endpoint else None
         if view is None or is_public(view):
             return
-        g.principal = authenticated_principal(kernel, websocket.headers)
+        g.principal = authenticated_principal(kernel, websocket.headers, websocket=True)
 
     @app.after_request
     async def stamp_and_log(response: Response) -> Response:

@@ -38,6 +38,15 @@ def is_public(view: Callable[..., Any] | None) -> bool:
     return bool(getattr(view, "_kernel_public", False))
 
 
+def is_admin(principal: str | None) -> bool:
+    """Whether a principal may see and manage every principal's responses and runs.
+
+    Only the main secret (principal ``default``) is an admin: named keys have no admin
+    flag, so each sees only what it owns.
+    """
+    return principal == DEFAULT_PRINCIPAL
+
+
 def _digest(secret: str | bytes) -> bytes:
     # Hashing first makes the compare length-independent and accepts any bytes.
     raw = secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else secret
@@ -110,6 +119,21 @@ class Authenticator:
             if hmac.compare_digest(given, expected) and found is None:
                 found = name
         return found
+
+    def knows(self, principal: str) -> bool:
+        """Whether ``principal`` is the main secret's or a configured key's name."""
+        return any(name == principal for name, _ in self._secrets)
+
+    def secret_for(self, principal: str) -> str | None:
+        """The current secret of a principal (None when it does not exist).
+
+        For server-side checks only (e.g. binding a browser session to the secret it was
+        opened with, so changing the secret ends the session); never send it anywhere.
+        """
+        if principal == DEFAULT_PRINCIPAL:
+            return self.main_secret
+        key = self.settings.keys.get(principal)
+        return key.secret if key is not None else None
 
     def _load_or_generate_token(self) -> str:
         path = self.state_dir / TOKEN_FILE

@@ -82,6 +82,20 @@ def register_commands(cli: click.Group) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def authenticate_request(kernel: Kernel, headers: Any, method: str, websocket: bool) -> str | None:
+    """Name the principal of a request that carries no ``Authorization`` header.
+
+    Called for every request to a non-public route without a bearer secret (a request
+    with a wrong bearer secret is refused without asking). Return the principal (a key
+    name from ``[kernel.auth.keys]`` or ``default``) to let the request in as that
+    principal, or ``None`` to pass (the request is then refused with 401). Raise
+    :class:`kernel.ApiError` to refuse with a precise reason (e.g. a browser session
+    without its CSRF token). The first non-None answer wins. ``websocket`` is True for
+    WebSocket upgrades (``method`` is then ``GET``).
+    """
+
+
 # --------------------------------------------------------------------------- lifecycle
 
 

@@ -500,6 +500,9 @@ class Provider(Protocol):
     :class:`Failed` (the kernel adds ``Finished`` if a provider simply returns, and
     turns an exception into ``Failed``). Cancellation arrives as
     ``asyncio.CancelledError`` inside ``stream``; a provider must stop its work then.
+
+    Optional: ``health() -> dict`` (cheap, synchronous, no network) with ``ok`` and
+    whatever else helps an operator (model loaded, queue depth); the console shows it.
     """
 
     name: str

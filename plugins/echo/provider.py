@@ -105,6 +105,10 @@ class EchoProvider:
     async def aclose(self) -> None:
         return None
 
+    def health(self) -> dict[str, object]:
+        """What the console's overview shows: always ready."""
+        return {"ok": True, "mode": self.options.mode, "turns": self.turns_seen}
+
     def answer_text(self, turn: Turn) -> str:
         if self.options.mode == "transcript":
             lines = [f"system: {turn.system}"] if turn.system else []

@@ -50,6 +50,11 @@ class LocalModelProvider:
         self._jobs: dict[asyncio.Future[TurnStats], threading.Event] = {}
         self._closed = False
 
+    def health(self) -> dict[str, object]:
+        """Model loaded, generating now, and the queue depth (the console's overview shows it)."""
+        return {"ok": not self._closed, "loaded": self.engine.loaded, "generating": self.gate.busy,
+                "queue": self.gate.waiting, "max_queue": self.gate.max_queue}
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:

@@ -62,6 +62,14 @@ class UpstreamProvider:
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def health(self) -> dict[str, object]:
+        """The upstream host and its concurrency cap (the console's overview shows it).
+
+        No probe is sent: reachability shows in the runs' own errors.
+        """
+        return {"ok": True, "host": self.options.host, "client_ready": self._session is not None,
+                "max_concurrency": self.options.max_concurrency}
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:

@@ -144,7 +144,7 @@ class PersistentResponses(StoredResponses):
         record = ResponseRecord(
             id=builder.id, owner=owner, status="queued" if request.background else "in_progress",
             created_at=builder.created_at, previous_response_id=params.previous_response_id,
-            background=request.background, stored=params.store,
+            background=request.background, stored=params.store, agent=run.agent.name if run is not None else "",
         )
         if params.store:
             record.input_items = await self._wire_input(request.raw_input, owner)

@@ -1,6 +1,7 @@
 """The Blueprint: ``POST /v1/responses`` (and WebSocket mode on that path), ``POST /v1/responses/compact``
 and, with a response store, ``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``
-and ``POST /v1/responses/{id}/cancel``."""
+and ``POST /v1/responses/{id}/cancel``, plus the admin-or-owner listing ``GET /-/responses``,
+``GET``/``DELETE /-/responses/{id}``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response
 
 from plugins.openresponses.conversations.service import add_routes as add_conversation_routes
+from plugins.openresponses.listing import add_listing
 from plugins.openresponses.persistent import PersistentResponses
 from plugins.openresponses.retrieval import Retrieval
 from plugins.openresponses.service import ResponsesService
@@ -36,7 +38,9 @@ def blueprint(kernel: Kernel, settings: OpenResponsesSettings, service: Response
     add_conversation_routes(bp, svc.conversations)
 
     if isinstance(svc.stored, PersistentResponses):
-        _add_retrieval(bp, Retrieval(svc.stored, settings))
+        retrieval = Retrieval(svc.stored, settings)
+        _add_retrieval(bp, retrieval)
+        add_listing(bp, svc.stored, retrieval)
     return bp
 
 

@@ -219,6 +219,7 @@ HOOKS_TESTED = {
     "startup": "test_startup_and_shutdown_are_awaited_in_order_and_reverse_order",
     "shutdown": "test_startup_and_shutdown_are_awaited_in_order_and_reverse_order",
     "transform_hook_payload": "test_transform_hook_payload_is_declared_and_chains",
+    "authenticate_request": "test_authenticate_request_names_the_principal_of_a_request_without_a_bearer",
 }
 
 
@@ -306,6 +307,52 @@ async def test_register_tools_adds_a_kind_the_agent_loop_runs(tmp_path):
     result = await kernel.runs.start(turn).wait()
     assert result.text == "HI" and kernel.tools.sets["caps"].calls == [("upper", {"text": "hi"}, "main")]
     assert result.tool_calls == []  # the server-side call is not the client's to answer
+
+
+async def test_authenticate_request_names_the_principal_of_a_request_without_a_bearer(tmp_path, running):
+    from quart import g
+
+    from kernel import ApiError
+
+    calls: list[tuple[str, bool]] = []
+
+    class HeaderAuth:
+        @hookimpl
+        def register_routes(self, kernel, settings):
+            bp = Blueprint("who", __name__)
+
+            @bp.route("/who", methods=["GET", "POST"])
+            async def who():
+                return jsonify({"principal": g.principal})
+
+            return [bp]
+
+        @hookimpl
+        def authenticate_request(self, kernel, headers, method, websocket):
+            calls.append((method, websocket))
+            name = headers.get("x-test-user")
+            if name == "refuse":
+                raise ApiError(403, "refused by the test plugin", code="refused")
+            return name
+
+    config = {"kernel": {"auth": {"keys": {"ci": {"secret": "ci-secret-0123456789"}}}}}
+    app = create_app(settings_for(tmp_path, config), extra_plugins={"headerauth": HeaderAuth()})
+    async with running(app) as (_, client):
+        assert (await (await client.get("/who", headers={"x-test-user": "ci"})).get_json())["principal"] == "ci"
+        assert (await (await client.post("/who", headers={"x-test-user": "ci"})).get_json())["principal"] == "ci"
+        assert calls == [("GET", False), ("POST", False)]
+        # A name that is neither the main principal nor a configured key lets nobody in.
+        assert (await client.get("/who", headers={"x-test-user": "mallory"})).status_code == 401
+        refused = await client.get("/who", headers={"x-test-user": "refuse"})
+        assert refused.status_code == 403 and (await refused.get_json())["error"]["code"] == "refused"
+        # A request with a bearer secret is judged on it alone: a wrong one is never rescued.
+        calls.clear()
+        wrong = await client.get("/who", headers={"Authorization": "Bearer nope-0123456789", "x-test-user": "ci"})
+        assert wrong.status_code == 401 and calls == []
+        right = await client.get("/who", headers={**AUTH_HEADERS, "x-test-user": "ci"})
+        assert (await right.get_json())["principal"] == "default" and calls == []
+        # Public routes never ask.
+        assert (await client.get("/-/health")).status_code == 200 and calls == []
 
 
 def test_two_plugins_registering_one_provider_kind_is_an_error(tmp_path):

@@ -7,10 +7,12 @@ the embedded implementation on the kernel's store.
 from plugins.openresponses.storage.base import (
     ChainLink,
     InputItemsPage,
+    ResponsePage,
     ResponseRecord,
     ResponseStore,
     StoredEvent,
 )
 from plugins.openresponses.storage.sqlite import SqliteResponseStore
 
-__all__ = ["ChainLink", "InputItemsPage", "ResponseRecord", "ResponseStore", "SqliteResponseStore", "StoredEvent"]
+__all__ = ["ChainLink", "InputItemsPage", "ResponsePage", "ResponseRecord", "ResponseStore", "SqliteResponseStore",
+           "StoredEvent"]

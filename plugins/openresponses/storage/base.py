@@ -38,6 +38,18 @@ class ResponseRecord:
     updated_at: float = 0.0
     model_input: list[dict[str, Any]] = field(default_factory=list)
     not_stored_reason: str | None = None
+    # The agent that answered (the model field names it only sometimes); "" when unknown.
+    agent: str = ""
+
+
+@dataclass
+class ResponsePage:
+    """A page of stored responses, newest first (``GET /-/responses``)."""
+
+    records: list[ResponseRecord]
+    has_more: bool
+    # False when the ``after`` cursor names no response (deleted, expired, never existed).
+    cursor_found: bool = True
 
 
 @dataclass
@@ -131,6 +143,13 @@ class ResponseStore(Protocol):
         self, response_id: str, owner: str, *, limit: int, order: Order, after: str | None
     ) -> InputItemsPage | None:
         """A page of the response's input items, or None when the response is missing."""
+
+    async def owner(self, response_id: str) -> str | None:
+        """Who owns a response (admin lookups only), or None when it does not exist."""
+
+    async def list_page(self, owner: str | None, *, limit: int, after: str | None, agent: str | None,
+                        status: str | None) -> ResponsePage:
+        """Stored responses newest first, after the response ``after``; every owner's when ``owner`` is None."""
 
     async def expire(self, older_than: float) -> int:
         """Delete finished responses created before ``older_than`` (epoch seconds) with their

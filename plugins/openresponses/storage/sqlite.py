@@ -11,6 +11,7 @@ from plugins.openresponses.storage.base import (
     ChainLink,
     InputItemsPage,
     Order,
+    ResponsePage,
     ResponseRecord,
     Salvage,
     StoredEvent,
@@ -29,7 +30,8 @@ SCHEMA = [
         updated_at REAL NOT NULL,
         resource TEXT NOT NULL,
         output_items TEXT NOT NULL,
-        model_input TEXT NOT NULL DEFAULT '[]'
+        model_input TEXT NOT NULL DEFAULT '[]',
+        agent TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX IF NOT EXISTS or_responses_created ON or_responses (created_at)",
     "CREATE INDEX IF NOT EXISTS or_responses_status ON or_responses (status)",
@@ -57,7 +59,7 @@ SCHEMA = [
 ]
 
 _COLUMNS = ("id, owner, previous_response_id, status, stored, background, created_at, updated_at, resource, "
-            "output_items, model_input")
+            "output_items, model_input, agent")
 _ACTIVE = ("queued", "in_progress")
 # Responses deleted per transaction by a retention sweep.
 EXPIRE_BATCH = 500
@@ -101,6 +103,7 @@ def _record(row: Any, input_items: list[dict[str, Any]] | None = None) -> Respon
         input_items=input_items or [],
         model_input=model_input,
         not_stored_reason=None if stored else resource.get(_REASON),
+        agent=row["agent"],
     )
 
 
@@ -140,7 +143,7 @@ def _rows(record: ResponseRecord, now: float) -> tuple[tuple[Any, ...], list[tup
         resource, output, model_input, inputs, refs = _dumps(reason), "[]", "[]", [], []
     status = record.status if record.stored else TOMBSTONE_STATUS
     response = (record.id, record.owner, record.previous_response_id, status, int(record.stored),
-                int(record.background), record.created_at, now, resource, output, model_input)
+                int(record.background), record.created_at, now, resource, output, model_input, record.agent)
     return response, inputs, refs
 
 
@@ -155,6 +158,39 @@ class SqliteResponseStore:
         columns = {row["name"] for row in await self.store.fetchall("PRAGMA table_info(or_responses)")}
         if "model_input" not in columns:  # a database made before chaining kept the model's view
             await self.store.execute("ALTER TABLE or_responses ADD COLUMN model_input TEXT NOT NULL DEFAULT '[]'")
+        if "agent" not in columns:  # a database made before the console's listing recorded the agent
+            await self.store.execute("ALTER TABLE or_responses ADD COLUMN agent TEXT NOT NULL DEFAULT ''")
+        await self.store.execute(
+            "CREATE INDEX IF NOT EXISTS or_responses_owner_created ON or_responses (owner, created_at)")
+
+    async def owner(self, response_id: str) -> str | None:
+        row = await self.store.fetchone("SELECT owner FROM or_responses WHERE id = ?", (response_id,))
+        return row["owner"] if row is not None else None
+
+    async def list_page(self, owner: str | None, *, limit: int, after: str | None, agent: str | None,
+                        status: str | None) -> ResponsePage:
+        where, params = ["stored = 1"], []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if agent:
+            where.append("agent = ?")
+            params.append(agent)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if after:
+            cursor = await self.store.fetchone("SELECT created_at, rowid FROM or_responses WHERE id = ?", (after,))
+            if cursor is None:
+                return ResponsePage([], has_more=False, cursor_found=False)
+            # Newest first. created_at has whole seconds: the insert order breaks ties.
+            where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
+            params += [cursor["created_at"], cursor["created_at"], cursor["rowid"]]
+        rows = await self.store.fetchall(
+            f"SELECT {_COLUMNS} FROM or_responses WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, rowid DESC LIMIT ?", (*params, limit + 1))
+        records = [_record(row) for row in rows[:limit]]
+        return ResponsePage(records, has_more=len(rows) > limit)
 
     async def create(self, record: ResponseRecord) -> int:
         return (await self.create_many([record]))[0]
@@ -163,7 +199,7 @@ class SqliteResponseStore:
         rows = [_rows(record, time.time()) for record in records]
         async with self.store.transaction() as db:
             await db.executemany(
-                f"INSERT INTO or_responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO or_responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [response for response, _, _ in rows],
             )
             inputs = [row for _, record_inputs, _ in rows for row in record_inputs]
@@ -174,7 +210,7 @@ class SqliteResponseStore:
             refs = [ref for _, _, record_refs in rows for ref in record_refs]
             if refs:
                 await db.executemany("INSERT INTO or_item_refs (item_id, response_id) VALUES (?, ?)", refs)
-        return [sum(len(v) for v in response[8:]) + sum(len(i[3]) for i in record_inputs)
+        return [sum(len(v) for v in response[8:11]) + sum(len(i[3]) for i in record_inputs)
                 for response, record_inputs, _ in rows]
 
     async def update(

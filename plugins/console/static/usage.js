@@ -1,0 +1,74 @@
+// Usage charts from the observability plugin's ledger (GET /-/usage). Without that plugin
+// the route answers 404 and the page says what to enable.
+import { ApiError, api, el, showError } from "./common.js";
+
+const $ = (id) => document.getElementById(id);
+const TIME_KEYS = ["day", "date", "bucket", "bucket_start", "start", "period", "time", "timestamp"];
+const PALETTE = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4b5563"];
+
+function rowsOf(body) {
+  if (Array.isArray(body)) return body;
+  for (const key of ["data", "rows", "usage", "buckets"]) if (Array.isArray(body && body[key])) return body[key];
+  return [];
+}
+
+function timeOf(row) {
+  for (const key of TIME_KEYS) {
+    const v = row[key];
+    if (v === undefined || v === null) continue;
+    if (typeof v === "number") return v > 1e11 ? v / 1000 : v;
+    const parsed = Date.parse(v);
+    if (!Number.isNaN(parsed)) return parsed / 1000;
+  }
+  return null;
+}
+
+const tokensOf = (r) => r.total_tokens ?? ((r.input_tokens || 0) + (r.output_tokens || 0));
+const requestsOf = (r) => r.requests ?? r.runs ?? r.count ?? 0;
+
+/** {x: [times], series: {name: [values]}} summing `value` per time and `group`. */
+function pivot(rows, group, value) {
+  const times = [...new Set(rows.map(timeOf))].sort((a, b) => a - b);
+  const index = new Map(times.map((t, i) => [t, i]));
+  const series = {};
+  for (const row of rows) {
+    const name = String(group(row) ?? "—");
+    series[name] ??= new Array(times.length).fill(0);
+    series[name][index.get(timeOf(row))] += value(row) || 0;
+  }
+  return { x: times, series };
+}
+
+function chart(title, { x, series }) {
+  const box = el("section", { class: "card chart" }, el("h2", { text: title }));
+  $("us-charts").append(box);
+  const names = Object.keys(series);
+  if (!x.length || !names.length) { box.append(el("p", { class: "muted", text: "No usage recorded yet." })); return; }
+  const opts = {
+    width: Math.min(920, box.clientWidth - 32), height: 240,
+    series: [{}, ...names.map((name, i) => ({ label: name, stroke: PALETTE[i % PALETTE.length], width: 2,
+      points: { show: x.length < 40 } }))],
+    axes: [{}, { size: 60 }],
+  };
+  new window.uPlot(opts, [x, ...names.map((n) => series[n])], box);
+}
+
+async function load() {
+  let body;
+  try {
+    body = await api("/-/usage?group_by=day");
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) { $("us-notice").hidden = false; return; }
+    if (e instanceof ApiError && e.status === 403) e.message = `Usage is for admins: ${e.message}`;
+    showError($("us-error"), e);
+    return;
+  }
+  const rows = rowsOf(body).filter((r) => timeOf(r) !== null);
+  const key = (r) => r.principal ?? r.key ?? r.api_key;
+  chart("Tokens per agent", pivot(rows, (r) => r.agent, tokensOf));
+  chart("Requests per agent", pivot(rows, (r) => r.agent, requestsOf));
+  chart("Tokens per key", pivot(rows, key, tokensOf));
+  chart("Requests per key", pivot(rows, key, requestsOf));
+}
+
+if (document.readyState === "complete") load(); else window.addEventListener("load", load);
