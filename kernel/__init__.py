@@ -11,6 +11,7 @@ import pluggy
 from kernel.agents import Agent
 from kernel.auth import public
 from kernel.errors import ApiError, error_body
+from kernel.observe import Observer, RequestInfo
 from kernel.providers import NoOptions, ProviderKind
 from kernel.types import (
     Failed,
@@ -43,7 +44,7 @@ hookimpl = pluggy.HookimplMarker("kernel")
 
 __all__ = [
     "Agent", "ApiError", "Failed", "FilePart", "Finished", "ImagePart", "Item", "Limits", "Message",
-    "NoOptions", "Provider", "ProviderError", "ProviderKind", "Reasoning", "ReasoningDelta", "RunError",
-    "RunEvent", "TextDelta", "TextPart", "ToolCall", "ToolCallDelta", "ToolCallDone", "ToolCallStart",
-    "ToolChoice", "ToolResult", "ToolSpec", "Turn", "Usage", "error_body", "hookimpl", "public",
+    "NoOptions", "Observer", "Provider", "ProviderError", "ProviderKind", "Reasoning", "ReasoningDelta",
+    "RequestInfo", "RunError", "RunEvent", "TextDelta", "TextPart", "ToolCall", "ToolCallDelta", "ToolCallDone",
+    "ToolCallStart", "ToolChoice", "ToolResult", "ToolSpec", "Turn", "Usage", "error_body", "hookimpl", "public",
 ]

@@ -159,7 +159,7 @@ class SessionStore:
         if not items:
             return
         key = self.scoped(principal, key)
-        async with self.store.transaction() as db:
+        async with self.store.transaction("sessions") as db:
             async with db.execute(
                 "SELECT COALESCE(MAX(seq), -1) FROM session_items WHERE session_key = ?", (key,)
             ) as cur:
