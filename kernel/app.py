@@ -143,15 +143,16 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
             f"req_{uuid.uuid4().hex}")
         g.principal = None
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
-        if view is not None and not is_public(view):
-            g.principal = authenticated_principal(kernel, request.headers)
         info = request.scope.get(OBSERVE_SCOPE_KEY)
-        if info is not None:
+        if info is not None:  # observers see the route even when authentication fails
             rule = request.url_rule
             info.route = rule.rule if rule is not None else ""
             info.plugin = owners.get(rule.endpoint.rpartition(".")[0], KERNEL_OWNER) if rule is not None else ""
-            info.principal = g.principal
             info.headers = request.headers
+        if view is not None and not is_public(view):
+            g.principal = authenticated_principal(kernel, request.headers)
+        if info is not None:
+            info.principal = g.principal
             kernel.observers.request_started(info)  # may refuse with an ApiError (a quota)
 
     @app.before_websocket
