@@ -163,7 +163,8 @@ class ObservabilityObserver(Observer):
         if run.status == "failed" and run.error is not None:
             m.provider_faults.labels(provider, self.codes(run.error.code)).inc()
         self.usage.record(usage_row(principal=principal, agent=agent, provider=provider, model=run.turn.model,
-                                    status=run.status, input_tokens=input_tokens, output_tokens=output_tokens))
+                                    status=run.status, input_tokens=input_tokens, output_tokens=output_tokens,
+                                    finished_at=self.quotas.clock()))
         if state is None:
             return
         m.runs_in_flight.labels(agent, provider).dec()
