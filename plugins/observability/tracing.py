@@ -94,7 +94,7 @@ class Tracing:
             f"invoke_agent {run.agent.name}", kind=SpanKind.INTERNAL,
             attributes={
                 "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": run.agent.name,
-                "gen_ai.request.model": run.turn.model or "", "agentkernel.run.id": run.id,
+                **_model(run), "agentkernel.run.id": run.id,
                 "agentkernel.provider": run.agent.provider,
                 "agentkernel.run.background": run.background,
             },
@@ -126,8 +126,7 @@ class Tracing:
         model = run.turn.model or ""
         span = self.tracer.start_span(
             f"chat {model}".strip(), kind=SpanKind.CLIENT,
-            attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
-                        "gen_ai.provider.name": run.agent.provider},
+            attributes={"gen_ai.operation.name": "chat", **_model(run), "gen_ai.provider.name": run.agent.provider},
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
@@ -170,6 +169,11 @@ class _HeaderCarrier(dict):  # type: ignore[type-arg]
             value = headers.get(name)
             if value:
                 self[name] = value
+
+
+def _model(run: Run) -> dict[str, str]:
+    """``gen_ai.request.model`` when the run names one (a provider's own default is not known here)."""
+    return {"gen_ai.request.model": run.turn.model} if run.turn.model else {}
 
 
 def _messages(items: list[Any]) -> str:
