@@ -45,6 +45,37 @@ class QueueDepthCollector(Collector):
         yield family
 
 
+class HttpChildren:
+    """The HTTP instruments' children for one label set (looked up once, then reused)."""
+
+    __slots__ = ("duration", "requests")
+
+    def __init__(self, m: Metrics, labels: tuple[str, ...]) -> None:
+        self.requests = m.http_requests.labels(*labels)
+        self.duration = m.http_duration.labels(*labels)
+
+
+class RunChildren:
+    """The run instruments' children for one (agent, provider, principal)."""
+
+    __slots__ = ("client_input", "client_output", "finished", "in_flight", "input_tokens", "key", "output_tokens",
+                 "started", "tokens_per_second", "tpot", "ttft")
+
+    def __init__(self, m: Metrics, agent: str, provider: str, principal: str) -> None:
+        self.key = (agent, provider, principal)
+        self.started = m.runs_started.labels(agent, provider, principal)
+        self.in_flight = m.runs_in_flight.labels(agent, provider)
+        self.input_tokens = m.tokens.labels(agent, provider, principal, "input")
+        self.output_tokens = m.tokens.labels(agent, provider, principal, "output")
+        self.ttft = m.ttft.labels(agent, provider)
+        self.tpot = m.tpot.labels(agent, provider)
+        self.tokens_per_second = m.tokens_per_second.labels(agent, provider)
+        self.client_input = m.client_tokens.labels(provider, "chat", "input")
+        self.client_output = m.client_tokens.labels(provider, "chat", "output")
+        # Per final status: (runs_finished, run_duration), filled as statuses occur.
+        self.finished: dict[str, tuple[Any, Any]] = {}
+
+
 class Metrics:
     """Every instrument the plugin updates."""
 
@@ -105,3 +136,32 @@ class Metrics:
                                         "Store write transaction latency (lock wait included)",
                                         ("store",), buckets=HTTP_BUCKETS, registry=r)
         r.register(QueueDepthCollector(providers))
+        # prometheus_client's labels() validates and locks on every call; children are
+        # cached per label set instead (the sets are bounded, so the caches are too).
+        self._http: dict[tuple[str, ...], HttpChildren] = {}
+        self._runs: dict[tuple[str, str, str], RunChildren] = {}
+
+    def http(self, labels: tuple[str, ...]) -> HttpChildren:
+        """The HTTP children for ``(method, route, plugin, principal, status)``."""
+        found = self._http.get(labels)
+        if found is None:
+            found = self._http[labels] = HttpChildren(self, labels)
+        return found
+
+    def run(self, agent: str, provider: str, principal: str) -> RunChildren:
+        """The run children for one agent, provider and principal."""
+        key = (agent, provider, principal)
+        found = self._runs.get(key)
+        if found is None:
+            found = self._runs[key] = RunChildren(self, agent, provider, principal)
+        return found
+
+    def finished(self, children: RunChildren, status: str) -> tuple[Any, Any]:
+        """``(runs_finished, run_duration)`` children for a run's final status."""
+        found = children.finished.get(status)
+        if found is None:
+            agent, provider, principal = children.key
+            found = children.finished[status] = (
+                self.runs_finished.labels(agent, provider, principal, status),
+                self.run_duration.labels(agent, provider, principal, status))
+        return found

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from kernel import ApiError, Observer, RequestInfo
 from kernel.types import Message, Reasoning, ToolCall, ToolResult, Turn
 from plugins.observability.labels import BoundedLabel, status_class
-from plugins.observability.metrics import Metrics
+from plugins.observability.metrics import Metrics, RunChildren
 from plugins.observability.quotas import Quotas, Reservation
 from plugins.observability.usage import UsageStore, usage_row
 
@@ -46,6 +46,7 @@ class RunState:
     """What the observer keeps about a run between its start and its end."""
 
     started: float
+    children: RunChildren
     first_output: float | None = None
     reservation: Reservation | None = None
     span: Any = None
@@ -88,14 +89,14 @@ class ObservabilityObserver(Observer):
             self.metrics.open_streams.labels(info.plugin or "-").inc()
 
     def request_finished(self, info: RequestInfo) -> None:
-        m = self.metrics
-        labels = (info.method, info.route or "-", info.plugin or "-", info.principal or "-", status_class(info.status))
-        m.http_requests.labels(*labels).inc()
-        m.http_duration.labels(*labels).observe((info.finished or time.perf_counter()) - info.started)
+        route, plugin = info.route or "-", info.plugin or "-"
+        children = self.metrics.http((info.method, route, plugin, info.principal or "-", status_class(info.status)))
+        children.requests.inc()
+        children.duration.observe((info.finished or time.perf_counter()) - info.started)
         if not info.completed:
-            m.http_aborted.labels(info.route or "-", info.plugin or "-").inc()
+            self.metrics.http_aborted.labels(route, plugin).inc()
         if info.state.get("stream"):
-            m.open_streams.labels(info.plugin or "-").dec()
+            self.metrics.open_streams.labels(plugin).dec()
         if self.tracing is not None:
             self.tracing.request_finished(info)
 
@@ -116,12 +117,12 @@ class ObservabilityObserver(Observer):
         self.metrics.runs_rejected.labels(agent.name, agent.provider, principal or "-", self.codes(code)).inc()
 
     def run_started(self, run: Run, context: contextvars.Context) -> None:
-        state = RunState(started=time.perf_counter(), reservation=self._admitted)
+        children = self.metrics.run(run.agent.name, run.agent.provider, run.principal or "-")
+        state = RunState(started=time.perf_counter(), children=children, reservation=self._admitted)
         self._admitted = None
         self._runs[run.id] = state
-        agent, provider = run.agent.name, run.agent.provider
-        self.metrics.runs_started.labels(agent, provider, run.principal or "-").inc()
-        self.metrics.runs_in_flight.labels(agent, provider).inc()
+        children.started.inc()
+        children.in_flight.inc()
         if self.tracing is not None:
             state.span = self.tracing.run_started(run, context)
 
@@ -142,39 +143,39 @@ class ObservabilityObserver(Observer):
         provider = run.agent.provider
         self.metrics.client_duration.labels(provider, "chat", self.codes(error.code) if error else "").observe(
             time.perf_counter() - started)
-        usage = run.result().usage
-        if usage is not None:
-            self.metrics.client_tokens.labels(provider, "chat", "input").observe(usage.input_tokens)
-            self.metrics.client_tokens.labels(provider, "chat", "output").observe(usage.output_tokens)
         if handle is not None and self.tracing is not None:
             self.tracing.provider_call_finished(run, handle, error)
 
     def run_finished(self, run: Run) -> None:
         state = self._runs.pop(run.id, None)
         now = time.perf_counter()
-        m = self.metrics
         agent, provider, principal = run.agent.name, run.agent.provider, run.principal or "-"
+        children = state.children if state is not None else self.metrics.run(agent, provider, principal)
         usage = run.result().usage
         input_tokens = usage.input_tokens if usage is not None else 0
         output_tokens = usage.output_tokens if usage is not None else 0
-        m.runs_finished.labels(agent, provider, principal, run.status).inc()
-        m.tokens.labels(agent, provider, principal, "input").inc(input_tokens)
-        m.tokens.labels(agent, provider, principal, "output").inc(output_tokens)
+        finished, duration = self.metrics.finished(children, run.status)
+        finished.inc()
+        children.input_tokens.inc(input_tokens)
+        children.output_tokens.inc(output_tokens)
+        if usage is not None:
+            children.client_input.observe(input_tokens)
+            children.client_output.observe(output_tokens)
         if run.status == "failed" and run.error is not None:
-            m.provider_faults.labels(provider, self.codes(run.error.code)).inc()
+            self.metrics.provider_faults.labels(provider, self.codes(run.error.code)).inc()
         self.usage.record(usage_row(principal=principal, agent=agent, provider=provider, model=run.turn.model,
                                     status=run.status, input_tokens=input_tokens, output_tokens=output_tokens,
                                     finished_at=self.quotas.clock()))
         if state is None:
             return
-        m.runs_in_flight.labels(agent, provider).dec()
-        m.run_duration.labels(agent, provider, principal, run.status).observe(now - state.started)
+        children.in_flight.dec()
+        duration.observe(now - state.started)
         if state.first_output is not None:
-            m.ttft.labels(agent, provider).observe(state.first_output - state.started)
+            children.ttft.observe(state.first_output - state.started)
             generating = now - state.first_output
             if output_tokens > 1 and generating > 0:
-                m.tpot.labels(agent, provider).observe(generating / (output_tokens - 1))
-                m.tokens_per_second.labels(agent, provider).observe(output_tokens / generating)
+                children.tpot.observe(generating / (output_tokens - 1))
+                children.tokens_per_second.observe(output_tokens / generating)
         if state.reservation is not None:
             self.quotas.settle(state.reservation, input_tokens + output_tokens)
         if state.span is not None and self.tracing is not None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 from quart import Quart
+from testsupport.fake_openai import FakeOpenAI, error_reply, stream_reply, text_chunks, usage
 
 from kernel.testing import AUTH_HEADERS
-from testsupport.fake_openai import FakeOpenAI, error_reply, stream_reply, text_chunks, usage
 
 from .support import delta, scrape, value
 

@@ -54,7 +54,8 @@ def finished_spans(app: Quart, exporter: InMemorySpanExporter, count: int) -> li
     def enough() -> Any:
         provider.force_flush()
         spans = exporter.get_finished_spans()
-        return spans if sum(s.kind == SpanKind.SERVER for s in spans) >= count else None
+        chats = [s for s in spans if s.kind == SpanKind.SERVER and s.attributes["http.route"] == "/v1/chat/completions"]
+        return spans if len(chats) >= count else None
 
     return list(wait_until(enough))
 
