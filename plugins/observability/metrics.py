@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from plugins.observability.instruments import FastCounter, FastGauge, FastHistogram
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 # The GenAI conventions' advised buckets.
@@ -84,42 +86,42 @@ class Metrics:
         # (process-wide in prometheus_client; the gateway has no other Prometheus user).
         disable_created_metrics()
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.http_requests = Counter("http_server_requests", "HTTP requests answered", HTTP_LABELS, registry=r)
-        self.http_duration = Histogram("http_server_request_duration_seconds",
+        self.http_requests = FastCounter("http_server_requests", "HTTP requests answered", HTTP_LABELS, registry=r)
+        self.http_duration = FastHistogram("http_server_request_duration_seconds",
                                        "HTTP request duration, to the last byte of the answer",
                                        HTTP_LABELS, buckets=HTTP_BUCKETS, registry=r)
         self.http_aborted = Counter("http_server_aborted_requests",
                                     "HTTP answers the client left before their last byte", ("route", "plugin"),
                                     registry=r)
-        self.open_streams = Gauge("agentkernel_open_streams", "Event streams (SSE) being sent", ("plugin",),
+        self.open_streams = FastGauge("agentkernel_open_streams", "Event streams (SSE) being sent", ("plugin",),
                                   registry=r)
-        self.runs_started = Counter("agentkernel_runs_started", "Agent runs started", RUN_LABELS, registry=r)
-        self.runs_finished = Counter("agentkernel_runs_finished", "Agent runs ended, by final status",
+        self.runs_started = FastCounter("agentkernel_runs_started", "Agent runs started", RUN_LABELS, registry=r)
+        self.runs_finished = FastCounter("agentkernel_runs_finished", "Agent runs ended, by final status",
                                      (*RUN_LABELS, "status"), registry=r)
         self.runs_rejected = Counter("agentkernel_runs_rejected",
                                      "Runs refused before starting (busy provider, quota)",
                                      (*RUN_LABELS, "code"), registry=r)
-        self.runs_in_flight = Gauge("agentkernel_runs_in_flight", "Agent runs in progress", ("agent", "provider"),
+        self.runs_in_flight = FastGauge("agentkernel_runs_in_flight", "Agent runs in progress", ("agent", "provider"),
                                     registry=r)
         self.rate_limited = Counter("agentkernel_rate_limited", "Answers refused by a key's limit",
                                     ("principal", "limit"), registry=r)
-        self.run_duration = Histogram("gen_ai_server_request_duration_seconds", "Agent run duration",
+        self.run_duration = FastHistogram("gen_ai_server_request_duration_seconds", "Agent run duration",
                                       (*RUN_LABELS, "status"), buckets=DURATION_BUCKETS, registry=r)
-        self.ttft = Histogram("gen_ai_server_time_to_first_token_seconds",
+        self.ttft = FastHistogram("gen_ai_server_time_to_first_token_seconds",
                               "Time from a run's start to its first output", ("agent", "provider"),
                               buckets=TTFT_BUCKETS, registry=r)
-        self.tpot = Histogram("gen_ai_server_time_per_output_token_seconds",
+        self.tpot = FastHistogram("gen_ai_server_time_per_output_token_seconds",
                               "Time per output token after the first", ("agent", "provider"),
                               buckets=TPOT_BUCKETS, registry=r)
-        self.tokens_per_second = Histogram("agentkernel_output_tokens_per_second",
+        self.tokens_per_second = FastHistogram("agentkernel_output_tokens_per_second",
                                            "Output tokens per second of generation", ("agent", "provider"),
                                            buckets=RATE_BUCKETS, registry=r)
-        self.tokens = Counter("agentkernel_tokens", "Tokens used by runs (counted when a run ends)",
+        self.tokens = FastCounter("agentkernel_tokens", "Tokens used by runs (counted when a run ends)",
                               (*RUN_LABELS, "gen_ai_token_type"), registry=r)
-        self.client_tokens = Histogram("gen_ai_client_token_usage", "Tokens per call to a provider",
+        self.client_tokens = FastHistogram("gen_ai_client_token_usage", "Tokens per call to a provider",
                                        ("provider", "gen_ai_operation_name", "gen_ai_token_type"),
                                        buckets=TOKEN_BUCKETS, registry=r)
-        self.client_duration = Histogram("gen_ai_client_operation_duration_seconds",
+        self.client_duration = FastHistogram("gen_ai_client_operation_duration_seconds",
                                          "Duration of a call to a provider",
                                          ("provider", "gen_ai_operation_name", "error_type"),
                                          buckets=DURATION_BUCKETS, registry=r)
@@ -128,11 +130,12 @@ class Metrics:
                                         ("provider", "kind"), registry=r)
         self.provider_faults = Counter("agentkernel_provider_faults", "Runs failed by a fault, by error code",
                                        ("provider", "code"), registry=r)
-        self.store_writes = Counter("agentkernel_store_writes", "Store write transactions",
+        self.store_writes = FastCounter("agentkernel_store_writes", "Store write transactions",
                                     ("store", "outcome"), registry=r)
-        self.stored_items = Counter("agentkernel_stored_items", "Records written (store=responses: stored responses)",
+        self.stored_items = FastCounter("agentkernel_stored_items",
+                                        "Records written (store=responses: responses stored)",
                                     ("store",), registry=r)
-        self.store_duration = Histogram("agentkernel_store_write_duration_seconds",
+        self.store_duration = FastHistogram("agentkernel_store_write_duration_seconds",
                                         "Store write transaction latency (lock wait included)",
                                         ("store",), buckets=HTTP_BUCKETS, registry=r)
         r.register(QueueDepthCollector(providers))
