@@ -64,10 +64,9 @@ def create_app(
     _install_request_hooks(app, kernel)
     _install_error_handlers(app)
     _install_lifecycle(app, kernel)
-    app.asgi_app = ResponseWatch(app.asgi_app)  # type: ignore[method-assign]
-    if kernel.observers:
-        # Outermost, so an exchange is timed and ended whatever happens inside.
-        app.asgi_app = ObserveMiddleware(app.asgi_app, kernel.observers)  # type: ignore[method-assign]
+    # With observers, one wrapper watches the response for both jobs (see kernel.observe).
+    app.asgi_app = (ObserveMiddleware(app.asgi_app, kernel.observers) if kernel.observers  # type: ignore[method-assign]
+                    else ResponseWatch(app.asgi_app))
     kernel.warn_unenforced_limits()
     return app
 

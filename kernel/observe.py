@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from kernel.streaming import WATCH_SCOPE_KEY, ResponseWatch, run_client_left
 
 if TYPE_CHECKING:
     from kernel.agents import Agent
@@ -107,6 +109,9 @@ class Observers:
 
     def __init__(self) -> None:
         self._all: list[Observer] = []
+        # Per method, the bound methods of the observers that override it (the base class's
+        # no-ops are skipped: most calls happen several times per request).
+        self._bound: dict[str, list[Callable[..., Any]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._all)
@@ -117,16 +122,19 @@ class Observers:
     def add(self, observer: Observer) -> None:
         """Register an observer (before the app serves its first request)."""
         self._all.append(observer)
+        names = [n for n in vars(Observer) if not n.startswith("_")]
+        self._bound = {n: [getattr(o, n) for o in self._all if getattr(type(o), n, None) is not getattr(Observer, n)]
+                       for n in names}
 
     # Calls that may refuse: exceptions propagate.
 
     def request_started(self, info: RequestInfo) -> None:
-        for o in self._all:
-            o.request_started(info)
+        for method in self._bound["request_started"]:
+            method(info)
 
     def admit_run(self, turn: Turn, agent: Agent, principal: str | None) -> None:
-        for o in self._all:
-            o.admit_run(turn, agent, principal)
+        for method in self._bound["admit_run"]:
+            method(turn, agent, principal)
 
     # Notifications: an observer's failure is logged, never raised.
 
@@ -177,24 +185,26 @@ class Observers:
     def store_write(self, label: str, items: int, started: float, seconds: float, ok: bool) -> None:
         self._each("store_write", label, items, started, seconds, ok)
 
-    def _each(self, method: str, *args: Any) -> None:
-        for o in self._all:
+    def _each(self, name: str, *args: Any) -> None:
+        for method in self._bound[name]:
             try:
-                getattr(o, method)(*args)
+                method(*args)
             except Exception:
-                log.exception("observer %r failed in %s", o, method)
+                log.exception("observer %r failed in %s", getattr(method, "__self__", method), name)
 
 
-class ObserveMiddleware:
+class ObserveMiddleware(ResponseWatch):
     """ASGI middleware: a :class:`RequestInfo` per HTTP request, ended however it ends.
 
-    Installed by ``create_app`` only when observers exist. The view side fills in the
-    route and principal; this wrapper sees the status line, whether the body was sent in
-    full, and the true end of a streamed response (``after_request`` runs before it).
+    Used by ``create_app`` in place of :class:`kernel.streaming.ResponseWatch` when
+    observers exist (it does that job too, so a streamed chunk passes one wrapper, not
+    two). The view side fills in the route and principal; this wrapper sees the status
+    line, whether the body was sent in full, and the true end of a streamed response
+    (``after_request`` runs before it).
     """
 
     def __init__(self, app: Any, observers: Observers) -> None:
-        self.app = app
+        super().__init__(app)
         self.observers = observers
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -203,10 +213,15 @@ class ObserveMiddleware:
             return
         info = RequestInfo(method=scope.get("method", ""), path=scope.get("path", ""), started=time.perf_counter())
         observers = self.observers
+        callbacks: list[Callable[[], None]] = []
 
         async def observed_send(message: Any) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
+            if message["type"] == "http.response.body":  # the common case first: one per chunk
+                await send(message)
+                if not message.get("more_body", False):
+                    info.completed = True
+                return
+            if message["type"] == "http.response.start":
                 info.status = message["status"]
                 for name, value in message.get("headers", ()):
                     if name.lower() == b"content-type":
@@ -216,11 +231,11 @@ class ObserveMiddleware:
                 observers.response_started(info)
                 return
             await send(message)
-            if kind == "http.response.body" and not message.get("more_body", False):
-                info.completed = True
 
         try:
-            await self.app({**scope, SCOPE_KEY: info}, receive, observed_send)
+            await self.app({**scope, SCOPE_KEY: info, WATCH_SCOPE_KEY: callbacks}, receive, observed_send)
         finally:
             info.finished = time.perf_counter()
+            if not info.completed:
+                run_client_left(callbacks)
             observers.request_finished(info)
