@@ -177,3 +177,18 @@ def test_metrics_public_needs_no_secret(make_app: Any, live_server: Any) -> None
     with live_server(app) as url:
         assert httpx.get(f"{url}/metrics").status_code == 200
         assert httpx.get(f"{url}/-/usage").status_code == 401  # usage stays behind auth
+
+
+def test_the_documented_dashboard_reads_metrics_that_exist(base: str) -> None:
+    import re
+
+    doc = (Path(__file__).parents[3] / "docs" / "observability.md").read_text()
+    dashboard = json.loads(doc.split("### Grafana dashboard", 1)[1].split("```json", 1)[1].split("```", 1)[0])
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(dashboard["panels"]) == 6 and exprs
+    chat(base, "make every series exist")
+    names = {name for name, _ in scrape(base)}
+    for expr in exprs:
+        selectors = re.sub(r"by \([^)]*\)", "", expr)  # label names are not metrics
+        for metric in re.findall(r"\b(?:http_server|agentkernel|gen_ai)_[a-z_]+", selectors):
+            assert metric in names, f"{metric} (in {expr!r}) is not exported"
