@@ -107,12 +107,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--words", type=int, default=16)
     parser.add_argument("--limits", action="store_true", help="give the benchmark key (never reached) limits")
+    parser.add_argument("--profile", metavar="DIR", help="run both servers under cProfile; write DIR/off.pstats "
+                        "and DIR/on.pstats when they stop (figures then not comparable)")
     parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(gateway(args.serve, Path(args.state), args.limits), args.port)
+        profile_to = Path(args.profile) / f"{args.serve}.pstats" if args.profile else None
+        serve(gateway(args.serve, Path(args.state), args.limits), args.port, profile_to)
         return 0
     extra = ["--limits"] if args.limits else []
     procs = []
@@ -122,7 +125,7 @@ def main() -> int:
             for kind in KINDS:
                 state = Path(tmp) / kind
                 state.mkdir()
-                proc, port = start_server(__file__, kind, str(state), None, extra)
+                proc, port = start_server(__file__, kind, str(state), args.profile, extra)
                 procs.append(proc)
                 ports[kind] = (port, proc.pid)
             print(f"observability plugin off vs on ({'with' if args.limits else 'without'} key limits), "
