@@ -26,6 +26,14 @@ class BoundedLabel:
         return value
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def method_label(method: str) -> str:
+    """The HTTP method, or ``_OTHER`` (OpenTelemetry's word) for anything a client made up."""
+    return method if method in KNOWN_METHODS else "_OTHER"
+
+
 def status_class(status: int | None) -> str:
     """An HTTP status as a label ("499" when the client left before any status was sent)."""
     return "499" if status is None else str(status)

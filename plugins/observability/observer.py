@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel import ApiError, Observer, RequestInfo
 from kernel.types import Message, Reasoning, ToolCall, ToolResult, Turn
-from plugins.observability.labels import BoundedLabel, status_class
+from plugins.observability.labels import BoundedLabel, method_label, status_class
 from plugins.observability.metrics import Metrics, RunChildren
 from plugins.observability.quotas import Quotas, Reservation
 from plugins.observability.usage import UsageStore, usage_row
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from kernel.types import RunError
     from plugins.observability.tracing import Tracing
 
+# Set while an HTTP request (already counted against requests_per_minute) is being handled.
+IN_HTTP_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("observability_in_http_request", default=False)
 FIRST_OUTPUT_KINDS = frozenset({"text_delta", "reasoning_delta", "tool_call_start"})
 CHARS_PER_TOKEN = 4  # the usual rough figure for English text; settled with actual usage after the run
 
@@ -73,11 +75,15 @@ class ObservabilityObserver(Observer):
         if self.tracing is not None:
             self.tracing.request_started(info)
         if self.quotas:
-            try:
-                self.quotas.check_request(info.principal)
-            except ApiError as exc:
-                self.metrics.rate_limited.labels(info.principal or "-", "requests_per_minute").inc()
-                raise exc from None
+            IN_HTTP_REQUEST.set(True)
+            self._count_request(info.principal)
+
+    def _count_request(self, principal: str | None) -> None:
+        try:
+            self.quotas.check_request(principal)
+        except ApiError as exc:
+            self.metrics.rate_limited.labels(principal or "-", "requests_per_minute").inc()
+            raise exc from None
 
     def response_headers(self, info: RequestInfo, headers: MutableMapping[str, str]) -> None:
         if self.quotas and info.principal:
@@ -90,7 +96,8 @@ class ObservabilityObserver(Observer):
 
     def request_finished(self, info: RequestInfo) -> None:
         route, plugin = info.route or "-", info.plugin or "-"
-        children = self.metrics.http((info.method, route, plugin, info.principal or "-", status_class(info.status)))
+        children = self.metrics.http((method_label(info.method), route, plugin, info.principal or "-",
+                                      status_class(info.status)))
         children.requests.inc()
         children.duration.observe((info.finished or time.perf_counter()) - info.started)
         if not info.completed:
@@ -106,6 +113,9 @@ class ObservabilityObserver(Observer):
         self._admitted = None
         if not self.quotas:
             return
+        if not IN_HTTP_REQUEST.get():
+            # A run started by a WebSocket message (not an HTTP request): it counts as one.
+            self._count_request(principal)
         try:
             self._admitted = self.quotas.admit(principal, estimate_tokens(turn))
         except ApiError as exc:

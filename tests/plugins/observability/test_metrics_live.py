@@ -167,8 +167,11 @@ def test_store_writes_and_stored_responses(base: str) -> None:
 def test_labels_never_carry_request_ids_or_text(base: str) -> None:
     httpx.post(f"{base}/v1/chat/completions", headers={**AUTH_HEADERS, "x-request-id": "req-unique-123"},
                json={"model": "main", "messages": [{"role": "user", "content": "secret-looking-text-xyz"}]})
+    made_up = httpx.request("MADEUPMETHOD", f"{base}/v1/chat/completions", headers=AUTH_HEADERS)
+    assert made_up.status_code == 405
     text = httpx.get(f"{base}/metrics", headers=AUTH_HEADERS).text
     assert "secret-looking-text-xyz" not in text and "req-unique-123" not in text
+    assert "MADEUPMETHOD" not in text and 'method="_OTHER"' in text
     assert USER_KEY not in text and ADMIN_KEY not in text
 
 

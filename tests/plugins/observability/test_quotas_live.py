@@ -199,3 +199,24 @@ def test_monthly_budget_resets_on_the_first(make_app: Callable[..., Quart], live
         assert "2027-01-01T00:00:00+00:00" in refused.json()["error"]["message"]
         clock.advance(1)
         assert chat(base, "a").status_code == 200
+
+
+def test_runs_over_a_websocket_count_as_requests(make_app: Callable[..., Quart], live_server: Any) -> None:
+    import websockets.sync.client as ws_client
+
+    clock = FakeClock(NOON)
+    with live_server(limited_app(make_app, clock, requests_per_minute=2)) as base, ws_client.connect(
+            base.replace("http://", "ws://") + "/v1/responses", additional_headers=HEADERS, open_timeout=10) as ws:
+        def create(text: str) -> dict[str, Any]:
+            ws.send(json.dumps({"type": "response.create", "model": "main", "input": text, "store": False}))
+            while True:
+                event = json.loads(ws.recv(timeout=15))
+                if event["type"] in ("response.completed", "error"):
+                    return event
+
+        assert create("one")["type"] == "response.completed"
+        assert create("two")["type"] == "response.completed"
+        refused = create("three")
+        assert refused["type"] == "error" and refused["error"]["code"] == "rate_limit_exceeded"
+        clock.advance(30)
+        assert create("four")["type"] == "response.completed"
