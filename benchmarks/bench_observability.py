@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--words", type=int, default=16)
+    parser.add_argument("--words", type=int, default=64, help="words per echo answer (64, as the other benchmarks)")
     parser.add_argument("--limits", action="store_true", help="give the benchmark key (never reached) limits")
     parser.add_argument("--profile", metavar="DIR", help="run both servers under cProfile; write DIR/off.pstats "
                         "and DIR/on.pstats when they stop (figures then not comparable)")

@@ -49,7 +49,7 @@ def register(cli: click.Group) -> None:
             conn.row_factory = sqlite3.Row
             try:
                 found = conn.execute(
-                    f"SELECT principal, {GROUP_COLUMNS[group_by]} AS grp, COUNT(*) AS runs, "
+                    f"SELECT principal, {GROUP_COLUMNS[group_by]} AS grp, SUM(runs) AS runs, "
                     "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens FROM usage_runs "
                     f"{where} GROUP BY principal, grp ORDER BY grp, principal", params).fetchall()
             except sqlite3.OperationalError:

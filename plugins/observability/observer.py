@@ -54,6 +54,25 @@ class RunState:
     span: Any = None
 
 
+class _FirstOutput:
+    """A run listener that notes the first output's time, then takes itself off the run.
+
+    A class, not a closure: a nested function naming itself is a reference cycle, left
+    to the cyclic garbage collector once per run.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def __call__(self, run: Run, ev: Any) -> None:
+        if ev.kind in FIRST_OUTPUT_KINDS:
+            self.state.first_output = time.perf_counter()
+            # A new list: the kernel is iterating the old one right now.
+            run.listeners = [f for f in run.listeners if f is not self]
+
+
 class ObservabilityObserver(Observer):
     """Implements :class:`kernel.Observer`; owns the metrics, quotas, usage store and tracing."""
 
@@ -135,14 +154,7 @@ class ObservabilityObserver(Observer):
         children.in_flight.inc()
         if self.tracing is not None:
             state.span = self.tracing.run_started(run, context)
-
-        def first_output(run: Run, ev: Any) -> None:
-            if ev.kind in FIRST_OUTPUT_KINDS:
-                state.first_output = time.perf_counter()
-                # A new list: the kernel is iterating the old one right now.
-                run.listeners = [f for f in run.listeners if f is not first_output]
-
-        run.listeners.append(first_output)
+        run.listeners.append(_FirstOutput(state))
 
     def provider_call_started(self, run: Run) -> Any:
         handle = self.tracing.provider_call_started(run) if self.tracing is not None else None
