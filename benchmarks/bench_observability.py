@@ -7,9 +7,11 @@ because no ``otlp_endpoint`` is set). With ``--limits`` the benchmark key also c
 requests_per_minute / tokens_per_minute / max_concurrent_runs / budget_tokens set high
 enough never to refuse, so every request pays for the quota checks and headers.
 
-Short phases alternate in ABBA order and the figures are medians; the overhead is
-``1 - on/off`` of requests/s (target: under 5%). The load generator and server
-plumbing are benchmarks/sidebyside.py's.
+Two servers of each kind run at once (started off, on, on, off); each round measures
+all four, a different one first each time, and the figures are medians. The overhead
+is ``1 - on/off`` of requests/s (target: under 5%); the off-vs-off difference printed
+beside it is the noise floor of that run (a loaded machine favours some processes over
+others). The load generator and server plumbing are benchmarks/sidebyside.py's.
 
 Usage::
 
@@ -65,36 +67,45 @@ def scenarios(text: str) -> list[tuple[str, Scenario]]:
     ]
 
 
-async def measure(ports: dict[str, tuple[int, int]], args: argparse.Namespace) -> list[float]:
+async def measure(servers: list[tuple[str, int, int]], args: argparse.Namespace) -> list[float]:
+    """Every scenario on all four servers (two per kind), in rotating order each round."""
     text = " ".join(f"word{i}" for i in range(args.words))
     overheads = []
     for path, scenario in scenarios(text):
-        for port, _ in ports.values():
+        if args.scenario and scenario.name != args.scenario:
+            continue
+        for _, port, _ in servers:
             await post_once(path, port, scenario.body)
             await load(path, port, scenario, min(0.5, args.seconds), args.concurrency)  # warm-up
-        rates: dict[str, list[float]] = {k: [] for k in KINDS}
-        cpu: dict[str, list[float]] = {k: [] for k in KINDS}
-        ratios = []
+        rates: list[list[float]] = [[] for _ in servers]
+        cpu: list[list[float]] = [[] for _ in servers]
         for round_ in range(args.rounds):
-            for kind in KINDS if round_ % 2 == 0 else reversed(KINDS):
-                port, pid = ports[kind]
+            order = list(range(len(servers)))
+            order = order[round_ % len(order):] + order[:round_ % len(order)]  # each server goes first in turn
+            for i in order:
+                _, port, pid = servers[i]
                 started, cpu_before = time.perf_counter(), cpu_seconds(pid)
                 requests, _ = await load(path, port, scenario, args.seconds, args.concurrency)
-                rates[kind].append(requests / (time.perf_counter() - started))
+                rates[i].append(requests / (time.perf_counter() - started))
                 cpu_after = cpu_seconds(pid)
                 if cpu_before is not None and cpu_after is not None:
-                    cpu[kind].append((cpu_after - cpu_before) / max(1, requests) * 1e6)
-            ratios.append(rates["on"][-1] / rates["off"][-1])
-        ratio = statistics.median(ratios)
-        overhead = 1 - ratio
+                    cpu[i].append((cpu_after - cpu_before) / max(1, requests) * 1e6)
+        kinds = {kind: [i for i, (k, _, _) in enumerate(servers) if k == kind] for kind in KINDS}
+        per_round = {kind: [sum(rates[i][r] for i in idx) / len(idx) for r in range(args.rounds)]
+                     for kind, idx in kinds.items()}
+        ratios = [on / off for on, off in zip(per_round["on"], per_round["off"], strict=True)]
+        a, b = kinds["off"]
+        control = statistics.median(rates[b][r] / rates[a][r] for r in range(args.rounds))
+        overhead = 1 - statistics.median(ratios)
         overheads.append(overhead)
         cpu_note = ""
-        if cpu["off"] and cpu["on"]:
-            cpu_note = (f"  CPU/request off {statistics.median(cpu['off']):.0f} us, "
-                        f"on {statistics.median(cpu['on']):.0f} us")
-        print(f"{scenario.name:12} {scenario.unit}  off {statistics.median(rates['off']):8.0f}   "
-              f"on {statistics.median(rates['on']):8.0f}   overhead {overhead * 100:5.1f}% "
-              f"(rounds {min(ratios):.3f}..{max(ratios):.3f})  "
+        if all(cpu):
+            off_cpu = statistics.median(c for i in kinds["off"] for c in cpu[i])
+            on_cpu = statistics.median(c for i in kinds["on"] for c in cpu[i])
+            cpu_note = f"  CPU/request off {off_cpu:.0f} us, on {on_cpu:.0f} us ({(on_cpu / off_cpu - 1) * 100:+.1f}%)"
+        print(f"{scenario.name:12} {scenario.unit}  off {statistics.median(per_round['off']):8.0f}   "
+              f"on {statistics.median(per_round['on']):8.0f}   overhead {overhead * 100:5.1f}% "
+              f"(off vs off {abs(1 - control) * 100:4.1f}%)  "
               f"{'ok' if overhead < TARGET_OVERHEAD else 'OVER TARGET'} (< {TARGET_OVERHEAD:.0%}){cpu_note}",
               flush=True)
     return overheads
@@ -106,6 +117,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--words", type=int, default=64, help="words per echo answer (64, as the other benchmarks)")
+    parser.add_argument("--scenario", help="measure only this scenario (chat, chat-stream, responses, resp-stream)")
     parser.add_argument("--limits", action="store_true", help="give the benchmark key (never reached) limits")
     parser.add_argument("--profile", metavar="DIR", help="run both servers under cProfile; write DIR/off.pstats "
                         "and DIR/on.pstats when they stop (figures then not comparable)")
@@ -121,16 +133,22 @@ def main() -> int:
     procs = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            ports = {}
-            for kind in KINDS:
-                state = Path(tmp) / kind
+            # Two servers per kind, started off, on, on, off: a server's start order or
+            # place on the machine must not pass for the plugin's cost (an off-vs-off
+            # control is printed beside each figure).
+            servers = []
+            for n, kind in enumerate(("off", "on", "on", "off")):
+                state = Path(tmp) / f"{kind}{n}"
                 state.mkdir()
-                proc, port = start_server(__file__, kind, str(state), args.profile, extra)
+                profile = str(Path(args.profile) / f"{kind}{n}") if args.profile else None
+                if profile:
+                    Path(profile).mkdir(parents=True, exist_ok=True)
+                proc, port = start_server(__file__, kind, str(state), profile, extra)
                 procs.append(proc)
-                ports[kind] = (port, proc.pid)
+                servers.append((kind, port, proc.pid))
             print(f"observability plugin off vs on ({'with' if args.limits else 'without'} key limits), "
                   f"{args.concurrency} connections, {args.rounds} rounds x {args.seconds:g}s, medians", flush=True)
-            overheads = asyncio.run(measure(ports, args))
+            overheads = asyncio.run(measure(servers, args))
         finally:
             stop_servers(procs)
     return 0 if max(overheads) < TARGET_OVERHEAD else 1
