@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kernel import Message, RequestInfo
+from kernel.errors import ConfigError
 from plugins.observability.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
@@ -36,10 +37,10 @@ def make_exporter(settings: ObservabilitySettings) -> SpanExporter:
     """The OTLP/HTTP exporter (the optional ``otlp`` extra); tests replace this function."""
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    except ImportError as exc:
-        raise RuntimeError(
+    except ImportError:
+        raise ConfigError(
             "[plugins.observability] otlp_endpoint is set but the OTLP exporter is not installed; "
-            "pip install 'agentkernel[otlp]' (opentelemetry-exporter-otlp-proto-http)") from exc
+            "pip install 'agentkernel[otlp]' (opentelemetry-exporter-otlp-proto-http)") from None
     return OTLPSpanExporter(endpoint=settings.otlp_endpoint, headers=settings.otlp_headers or None)
 
 

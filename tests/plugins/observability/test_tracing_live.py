@@ -148,3 +148,68 @@ def test_tracing_is_off_without_an_endpoint(make_app: Callable[..., Quart], live
             **AUTH_HEADERS, "traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"},
             json={"model": "main", "messages": [{"role": "user", "content": "hi"}]})
     assert "traceparent" not in fake.chat_requests[0].headers
+
+
+def test_spans_reach_a_real_otlp_http_receiver(make_app: Callable[..., Quart], live_server: Any) -> None:
+    """The OTLP/HTTP exporter (the otlp extra) posts protobuf spans to the endpoint, headers included."""
+    import http.server
+    import threading
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app = make_app({"plugins": {"chat_completions": {"enabled": True}, "observability": {
+            "enabled": True, "otlp_endpoint": f"http://127.0.0.1:{server.server_port}/v1/traces",
+            "otlp_headers": {"x-collector-key": "k-123"}, "service_name": "gw-test"}}})
+        with live_server(app) as base:
+            answer = httpx.post(f"{base}/v1/chat/completions", headers=AUTH_HEADERS, timeout=30,
+                                json={"model": "main", "messages": [{"role": "user", "content": "hi"}]})
+            assert answer.status_code == 200
+        # Stopping the server shut the tracer provider down, which exported what was queued.
+        assert received, "no spans were exported"
+        names = set()
+        for headers, body in received:
+            assert headers["content-type"] == "application/x-protobuf"
+            assert headers["x-collector-key"] == "k-123"
+            export = ExportTraceServiceRequest.FromString(body)
+            for resource_spans in export.resource_spans:
+                service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+                assert service == "gw-test"
+                names |= {span.name for scope in resource_spans.scope_spans for span in scope.spans}
+        assert {"POST /v1/chat/completions", "invoke_agent main", "chat"} <= names
+    finally:
+        server.shutdown()
+
+
+def test_otlp_endpoint_without_the_exporter_is_a_config_error(make_app: Callable[..., Quart],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from kernel.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    with pytest.raises(ConfigError, match=r"pip install 'agentkernel\[otlp\]'"):
+        make_app({"plugins": {"observability": {"enabled": True, "otlp_endpoint": "http://127.0.0.1:4318/v1/traces"}}})
+
+
+def test_otlp_endpoint_must_be_http(make_app: Callable[..., Quart]) -> None:
+    from kernel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="otlp_endpoint"):
+        make_app({"plugins": {"observability": {"enabled": True, "otlp_endpoint": "grpc://collector:4317"}}})
