@@ -117,6 +117,11 @@ class Tracing:
             span.set_attribute("gen_ai.usage.output_tokens", result.usage.output_tokens)
         if self.record_content:
             span.set_attribute("gen_ai.output.messages", _messages(result.output))
+        for call in result.tool_calls:  # the model's calls, for the client to run: events, not spans
+            attributes = {"gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.call_id}
+            if self.record_content:
+                attributes["gen_ai.tool.call.arguments"] = call.arguments
+            span.add_event("gen_ai.tool.call", attributes)
         if run.error is not None:
             span.set_status(Status(StatusCode.ERROR, run.error.message[:200]))
             span.set_attribute("error.type", run.error.code)

@@ -213,3 +213,23 @@ def test_otlp_endpoint_must_be_http(make_app: Callable[..., Quart]) -> None:
 
     with pytest.raises(ConfigError, match="otlp_endpoint"):
         make_app({"plugins": {"observability": {"enabled": True, "otlp_endpoint": "grpc://collector:4317"}}})
+
+
+def test_tool_calls_are_events_on_the_run_span(make_app: Callable[..., Quart], live_server: Any,
+                                                exporter: InMemorySpanExporter) -> None:
+    app = make_app({"plugins": {"chat_completions": {"enabled": True}, "observability": {
+        "enabled": True, "otlp_endpoint": "http://127.0.0.1:4318/v1/traces"}}})
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}
+    with live_server(app) as base:
+        answer = httpx.post(f"{base}/v1/chat/completions", headers=AUTH_HEADERS, timeout=30, json={
+            "model": "main", "messages": [{"role": "user", "content": PROMPT}], "tools": [tool],
+            "tool_choice": "required"})
+        assert answer.status_code == 200
+        [call] = answer.json()["choices"][0]["message"]["tool_calls"]
+        spans = finished_spans(app, exporter, 1)
+    [run] = by_name(spans, "invoke_agent")
+    [event] = [e for e in run.events if e.name == "gen_ai.tool.call"]
+    assert event.attributes["gen_ai.tool.name"] == "lookup"
+    assert event.attributes["gen_ai.tool.call.id"] == call["id"]
+    assert "gen_ai.tool.call.arguments" not in event.attributes  # arguments are content
