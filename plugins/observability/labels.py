@@ -26,14 +26,5 @@ class BoundedLabel:
         return value
 
 
+# HTTP methods kept as label values; anything else a client made up is "_OTHER" (OpenTelemetry's word).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
-
-
-def method_label(method: str) -> str:
-    """The HTTP method, or ``_OTHER`` (OpenTelemetry's word) for anything a client made up."""
-    return method if method in KNOWN_METHODS else "_OTHER"
-
-
-def status_class(status: int | None) -> str:
-    """An HTTP status as a label ("499" when the client left before any status was sent)."""
-    return "499" if status is None else str(status)
