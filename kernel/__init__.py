@@ -11,6 +11,7 @@ import pluggy
 from kernel.agents import Agent
 from kernel.auth import is_admin, public
 from kernel.errors import ApiError, error_body
+from kernel.observe import Observer, RequestInfo
 from kernel.providers import NoOptions, ProviderKind
 from kernel.tools import RequestTool, ToolContext, ToolInfo, ToolKind, ToolOutput, ToolSet, model_tool_name
 from kernel.types import (
@@ -63,11 +64,13 @@ __all__ = [
     "Limits",
     "Message",
     "NoOptions",
+    "Observer",
     "Provider",
     "ProviderError",
     "ProviderKind",
     "Reasoning",
     "ReasoningDelta",
+    "RequestInfo",
     "RequestTool",
     "RunError",
     "RunEvent",

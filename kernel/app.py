@@ -17,6 +17,8 @@ from kernel.auth import bearer_token, is_public, public
 from kernel.config import Settings
 from kernel.errors import ApiError, default_type, error_body
 from kernel.http import drain_unread_body
+from kernel.observe import SCOPE_KEY as OBSERVE_SCOPE_KEY
+from kernel.observe import ObserveMiddleware
 from kernel.plugins import load_plugins, per_plugin
 from kernel.runtime import Kernel
 from kernel.streaming import ResponseWatch
@@ -62,7 +64,10 @@ def create_app(
     _install_request_hooks(app, kernel)
     _install_error_handlers(app)
     _install_lifecycle(app, kernel)
-    app.asgi_app = ResponseWatch(app.asgi_app)  # type: ignore[method-assign]
+    # With observers, one wrapper watches the response for both jobs (see kernel.observe).
+    app.asgi_app = (ObserveMiddleware(app.asgi_app, kernel.observers) if kernel.observers  # type: ignore[method-assign]
+                    else ResponseWatch(app.asgi_app))
+    kernel.warn_unenforced_limits()
     return app
 
 
@@ -137,6 +142,8 @@ def authenticated_principal(kernel: Kernel, headers: Any, method: str = "GET", *
 
 
 def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
+    owners: dict[str, str] = app.config["KERNEL_ROUTE_OWNERS"]
+
     @app.before_request
     async def identify_and_authenticate() -> None:
         g.started = time.perf_counter()
@@ -145,9 +152,17 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
             f"req_{uuid.uuid4().hex}")
         g.principal = None
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
-        if view is None or is_public(view):
-            return
-        g.principal = authenticated_principal(kernel, request.headers, request.method)
+        info = request.scope.get(OBSERVE_SCOPE_KEY)
+        if info is not None:  # observers see the route even when authentication fails
+            rule = request.url_rule
+            info.route = rule.rule if rule is not None else ""
+            info.plugin = owners.get(rule.endpoint.rpartition(".")[0], KERNEL_OWNER) if rule is not None else ""
+            info.headers = request.headers
+        if view is not None and not is_public(view):
+            g.principal = authenticated_principal(kernel, request.headers, request.method)
+        if info is not None:
+            info.principal = g.principal
+            kernel.observers.request_started(info)  # may refuse with an ApiError (a quota)
 
     @app.before_websocket
     async def authenticate_websocket() -> None:
@@ -167,6 +182,9 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
         request_id = getattr(g, "request_id", None)
         if request_id:
             response.headers["x-request-id"] = request_id
+        info = request.scope.get(OBSERVE_SCOPE_KEY)
+        if info is not None:
+            kernel.observers.response_headers(info, response.headers)
         if kernel.settings.kernel.access_log:
             elapsed = (time.perf_counter() - getattr(g, "started", time.perf_counter())) * 1000
             # Path only: query strings can carry tokens, and bodies are never logged.

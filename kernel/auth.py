@@ -109,6 +109,13 @@ class Authenticator:
     def has_configured_secret(self) -> bool:
         return self.settings.configured_secret is not None
 
+    def is_admin(self, principal: str | None) -> bool:
+        """True for the main secret's principal and for keys marked ``admin = true``."""
+        if principal == DEFAULT_PRINCIPAL:
+            return True
+        key = self.settings.keys.get(principal) if principal else None
+        return key is not None and key.admin
+
     def principal_for(self, secret: str | None) -> str | None:
         """The principal whose secret matches, or None. Every secret is compared."""
         if secret is None:

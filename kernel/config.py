@@ -30,9 +30,26 @@ class _Strict(BaseModel):
 
 
 class ApiKey(_Strict):
-    """A named API key: ``[kernel.auth.keys.NAME] secret = "${VAR}"``."""
+    """A named API key: ``[kernel.auth.keys.NAME] secret = "${VAR}"``.
+
+    The limits are enforced by the ``observability`` plugin (through kernel.observe);
+    ``admin`` lets the key read operator endpoints (``/metrics``, ``/-/usage``).
+    """
 
     secret: str = Field(min_length=8)
+    admin: bool = False
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    max_concurrent_runs: int | None = Field(None, gt=0)
+    # Tokens (input + output) the key may use per budget_period (UTC day or month).
+    budget_tokens: int | None = Field(None, gt=0)
+    budget_period: Literal["day", "month"] = "day"
+
+    @property
+    def has_limits(self) -> bool:
+        """True when any rate limit or budget is set."""
+        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute,
+                                           self.max_concurrent_runs, self.budget_tokens))
 
 
 class AuthSettings(_Strict):

@@ -315,6 +315,17 @@ class Run:
             self._registry._finished(self)
 
     async def _stream(self, kernel: Kernel) -> None:
+        observers = kernel.observers
+        if not observers:
+            await self._call_provider(kernel)
+            return
+        tokens = observers.provider_call_started(self)
+        try:
+            await self._call_provider(kernel)
+        finally:
+            observers.provider_call_finished(self, tokens, self.error)
+
+    async def _call_provider(self, kernel: Kernel) -> None:
         provider = kernel.provider_for(self.agent)
         turn = self.turn
         toolsets = [*kernel.tools.for_agent(self.agent), *turn.toolsets]
@@ -392,6 +403,7 @@ class RunRegistry:
         Raises :class:`ApiError` 429 when the agent's provider is saturated, before
         anything is streamed, so endpoints can answer with ``Retry-After``.
         """
+        observers = self.kernel.observers
         try:
             agent = self.kernel.agents.get(turn.agent)
             provider = self.kernel.provider_for(agent)
@@ -401,23 +413,34 @@ class RunRegistry:
                     admit()
                 except ProviderError as exc:
                     err = exc.error
+                    if observers:
+                        observers.run_rejected(turn, agent, principal, err.status, err.code)
                     headers = {"Retry-After": err.retry_after_header()} if err.status == 429 else None
                     raise ApiError(err.status, err.message, type=err.type, code=err.code,
                                    headers=headers) from None
             if agent.tools or turn.toolsets:
                 check_set_names(turn, list(agent.tools))
+            _apply_agent_defaults(turn, agent)
+            if observers:
+                try:
+                    observers.admit_run(turn, agent, principal)  # quotas: may raise a 429 ApiError
+                except ApiError as exc:
+                    observers.run_rejected(turn, agent, principal, exc.status, exc.code)
+                    raise
         except BaseException:
             if turn.toolsets:  # no run will own (and close) the sets this request brought
                 _close_later(close_request_sets(turn))
             raise
-        _apply_agent_defaults(turn, agent)
         run = Run(self, turn, agent, background=background, principal=principal, timeout=timeout)
         self.runs[run.id] = run
         # A fresh context, not a copy of the caller's: a run is not part of the request that
         # started it (it may outlive it), and a finished run kept here must not keep that
         # request's objects alive (at the cap that cost ~80 us of garbage collection per request).
+        context = contextvars.Context()
+        if observers:
+            observers.run_started(run, context)
         run._task = asyncio.get_running_loop().create_task(run._execute(self.kernel), name=run.id,
-                                                           context=contextvars.Context())
+                                                           context=context)
         run._task.add_done_callback(run._task_done)
         return run
 
@@ -445,6 +468,8 @@ class RunRegistry:
             await asyncio.wait(tasks, timeout=5)
 
     def _finished(self, run: Run) -> None:
+        if self.kernel.observers:
+            self.kernel.observers.run_finished(run)
         # Runs are forgotten in the order they finished: a FIFO makes this O(1) amortised
         # (scanning every kept run on each finish cost ~0.4 ms per request at the cap).
         now = time.time()

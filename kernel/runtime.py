@@ -16,6 +16,7 @@ from kernel.agents import Agent, AgentTable
 from kernel.auth import Authenticator
 from kernel.config import Settings, format_validation_error
 from kernel.errors import ConfigError
+from kernel.observe import Observers
 from kernel.plugins import LoadedPlugins, PluginRecord, per_plugin
 from kernel.providers import ProviderKind
 from kernel.runs import RunRegistry
@@ -43,7 +44,9 @@ class Kernel:
         self.plugins: dict[str, PluginRecord] = loaded.records
         self._plugin_settings = loaded.settings
         self.auth = Authenticator(settings.kernel.auth, self.state_dir)
-        self.store = Store(self.state_dir / DB_FILE)
+        #: Request and run observers (metrics, traces, quotas): see kernel.observe.
+        self.observers = Observers()
+        self.store = Store(self.state_dir / DB_FILE, observers=self.observers)
         self.sessions = SessionStore(self.store, main_session_principal=settings.kernel.main_session_principal,
                                      api_key_names=frozenset(settings.kernel.auth.keys),
                                      config_path=str(settings.path))
@@ -124,6 +127,13 @@ class Kernel:
                 tools=tuple(cfg.tools), max_tool_iterations=cfg.max_tool_iterations,
             )
         return AgentTable(agents, self.settings.kernel.default_agent)
+
+    def warn_unenforced_limits(self) -> None:
+        """Log once when keys carry limits that no observer enforces (its plugin is off)."""
+        limited = sorted(name for name, key in self.settings.kernel.auth.keys.items() if key.has_limits)
+        if limited and not any(getattr(o, "enforces_key_limits", False) for o in self.observers):
+            log.warning("keys %s set limits (requests_per_minute ...) but no enabled plugin enforces them; "
+                        "enable [plugins.observability]", ", ".join(limited))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -187,7 +187,7 @@ class SessionStore:
         """
         if not items:
             return []
-        async with self.store.transaction() as db:
+        async with self.store.transaction("sessions", len(items)) as db:
             return await append_rows(db, self.scoped(principal, key), items, self._statuses)
 
     def note_status(self, item_id: str, status: str) -> None:

@@ -14,6 +14,7 @@ A transaction that must read its own uncommitted writes reads through the connec
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,12 +22,16 @@ from typing import Any
 
 import aiosqlite
 
+from kernel.observe import Observers
+
 
 class Store:
     """An async SQLite database file under the state directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, observers: Observers | None = None) -> None:
         self.path = path
+        # Told of every write transaction (latency metrics, trace spans); see kernel.observe.
+        self.observers = observers if observers is not None else Observers()
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -78,16 +83,29 @@ class Store:
                 await db.execute(stmt)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Serialise writers and commit on success, roll back on error."""
-        async with self._write_lock:
-            try:
-                yield self.db
-            except BaseException:
-                await self.db.rollback()
-                raise
-            else:
-                await self.db.commit()
+    async def transaction(self, label: str = "other", items: int = 1) -> AsyncIterator[aiosqlite.Connection]:
+        """Serialise writers and commit on success, roll back on error.
+
+        ``label`` (a fixed word such as ``"sessions"``) and ``items`` (how many records the
+        transaction writes) are only reported to observers, for store metrics and spans.
+        """
+        observers = self.observers
+        started = time.time() if observers else 0.0
+        clock = time.perf_counter() if observers else 0.0
+        ok = False
+        try:
+            async with self._write_lock:
+                try:
+                    yield self.db
+                except BaseException:
+                    await self.db.rollback()
+                    raise
+                else:
+                    await self.db.commit()
+                    ok = True
+        finally:
+            if observers:
+                observers.store_write(label, items, started, time.perf_counter() - clock, ok)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """One write statement in its own transaction."""

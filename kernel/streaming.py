@@ -56,11 +56,16 @@ class ResponseWatch:
             await self.app({**scope, WATCH_SCOPE_KEY: callbacks}, receive, watched_send)
         finally:
             if not completed:
-                for callback in callbacks:
-                    try:
-                        callback()
-                    except Exception:  # one failing callback must not skip the others
-                        log.exception("a client-left callback failed")
+                run_client_left(callbacks)
+
+
+def run_client_left(callbacks: list[Callable[[], None]]) -> None:
+    """Run an abandoned response's "client left" callbacks (each one whatever the others do)."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # one failing callback must not skip the others
+            log.exception("a client-left callback failed")
 
 
 def when_client_leaves(callback: Callable[[], None]) -> None:

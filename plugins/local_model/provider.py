@@ -110,6 +110,10 @@ class LocalModelProvider:
 
     # ------------------------------------------------------------------ runs
 
+    def queue_depth(self) -> int:
+        """Runs waiting for the model (admitted or queued), for metrics."""
+        return self.gate.waiting + self.gate.reserved
+
     def admit(self) -> None:
         """Refuse a new run with 429 when the queue is full (called by ``runs.start``)."""
         try:

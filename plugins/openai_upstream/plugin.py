@@ -12,7 +12,7 @@ def register_providers() -> list[ProviderKind]:
     """One provider kind; every ``[providers.NAME] kind = "openai_upstream"`` is an instance."""
     return [ProviderKind(
         kind="openai_upstream",
-        factory=lambda name, options, kernel: UpstreamProvider(name, options),
+        factory=lambda name, options, kernel: UpstreamProvider(name, options, observers=kernel.observers),
         settings_model=UpstreamOptions,
         description="Any OpenAI-compatible Chat Completions server (OpenAI, Ollama, vLLM, llama.cpp ...).",
     )]

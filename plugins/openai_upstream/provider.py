@@ -18,8 +18,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 
 from kernel import Finished, ProviderError, RunError, RunEvent, Turn
+from kernel.observe import Observers
 from plugins.openai_upstream.body import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
 from plugins.openai_upstream.client import ClientSetup, client_setup, describe_error
 from plugins.openai_upstream.custom_tools import CustomCallFilter
@@ -51,8 +53,10 @@ USER_AGENT = "agentkernel-openai-upstream/0.1"
 class UpstreamProvider:
     """Streams turns from an OpenAI-compatible Chat Completions server."""
 
-    def __init__(self, name: str, options: UpstreamOptions) -> None:
+    def __init__(self, name: str, options: UpstreamOptions, *, observers: Observers | None = None) -> None:
         self.name = name
+        # Metrics and traces: told of retries, and asked for headers (traceparent) per request.
+        self.observers = observers if observers is not None else Observers()
         self.options = options
         self.accepts_images = options.accepts_images
         self.label = f"provider {name!r} ({options.host})"
@@ -155,6 +159,12 @@ class UpstreamProvider:
         loop = asyncio.get_running_loop()
         assert self._setup is not None
         setup = self._setup
+        headers = setup.headers
+        if self.observers:
+            extra = self.observers.outgoing_headers()
+            if extra:
+                headers = CIMultiDict(headers)
+                headers.update(extra)
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -162,7 +172,7 @@ class UpstreamProvider:
                 async with asyncio.timeout_at(deadline):
                     # No redirects (httpx followed none either: a 3xx is an error answer).
                     response = await session.post(
-                        self.url, data=content, allow_redirects=False, headers=setup.headers,
+                        self.url, data=content, allow_redirects=False, headers=headers,
                         proxy=setup.proxy, proxy_headers=setup.proxy_headers)
             # aiohttp's timeouts are TimeoutError subclasses: they go before total_timeout's.
             except aiohttp.ConnectionTimeoutError:
@@ -195,6 +205,8 @@ class UpstreamProvider:
             if deadline is not None and loop.time() + wait >= deadline:
                 raise ProviderError(failure)
             attempt += 1
+            if self.observers:
+                self.observers.provider_retry(self.name, failure.code)
             # failure.message already names the provider and the upstream host.
             log.warning("%s; retry %d/%d in %.2fs", failure.message, attempt, opts.max_retries, wait)
             await asyncio.sleep(wait)

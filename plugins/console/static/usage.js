@@ -53,22 +53,44 @@ function chart(title, { x, series }) {
   new window.uPlot(opts, [x, ...names.map((n) => series[n])], box);
 }
 
+function agentTable(rows) {
+  const box = el("section", { class: "card" }, el("h2", { text: "Per agent (the whole period)" }));
+  $("us-charts").append(box);
+  if (!rows.length) { box.append(el("p", { class: "muted", text: "No usage recorded yet." })); return; }
+  const totals = new Map();
+  for (const r of rows) {
+    const name = String(r.agent ?? "—");
+    const t = totals.get(name) || { tokens: 0, requests: 0 };
+    t.tokens += tokensOf(r) || 0;
+    t.requests += requestsOf(r) || 0;
+    totals.set(name, t);
+  }
+  const table = el("table", {}, el("tr", {}, el("th", { text: "agent" }), el("th", { text: "runs" }),
+    el("th", { text: "tokens" })));
+  for (const [name, t] of totals) {
+    table.append(el("tr", {}, el("td", { text: name }), el("td", { text: String(t.requests) }),
+      el("td", { text: String(t.tokens) })));
+  }
+  box.append(table);
+}
+
 async function load() {
-  let body;
+  let byDay;
+  let byAgent;
   try {
-    body = await api("/-/usage?group_by=day");
+    // The ledger groups by one dimension besides the key: days for the charts, agents for the table.
+    [byDay, byAgent] = await Promise.all([api("/-/usage?group_by=day"), api("/-/usage?group_by=agent")]);
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) { $("us-notice").hidden = false; return; }
     if (e instanceof ApiError && e.status === 403) e.message = `Usage is for admins: ${e.message}`;
     showError($("us-error"), e);
     return;
   }
-  const rows = rowsOf(body).filter((r) => timeOf(r) !== null);
+  const rows = rowsOf(byDay).filter((r) => timeOf(r) !== null);
   const key = (r) => r.principal ?? r.key ?? r.api_key;
-  chart("Tokens per agent", pivot(rows, (r) => r.agent, tokensOf));
-  chart("Requests per agent", pivot(rows, (r) => r.agent, requestsOf));
   chart("Tokens per key", pivot(rows, key, tokensOf));
   chart("Requests per key", pivot(rows, key, requestsOf));
+  agentTable(rowsOf(byAgent));
 }
 
 if (document.readyState === "complete") load(); else window.addEventListener("load", load);

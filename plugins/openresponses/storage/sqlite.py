@@ -197,7 +197,7 @@ class SqliteResponseStore:
 
     async def create_many(self, records: list[ResponseRecord]) -> list[int]:
         rows = [_rows(record, time.time()) for record in records]
-        async with self.store.transaction() as db:
+        async with self.store.transaction("responses", len(records)) as db:
             await db.executemany(
                 f"INSERT INTO or_responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [response for response, _, _ in rows],

@@ -268,38 +268,27 @@ def test_usage_page_says_it_needs_the_observability_plugin(console: Console, con
     assert httpx.get(f"{console.base}/-/usage", headers={"Authorization": f"Bearer {TEST_TOKEN}"}).status_code == 404
 
 
-class FakeLedger:
-    """Stands in for the observability plugin's ``GET /-/usage`` (its shape per docs/console.md)."""
-
-    @staticmethod
-    def rows() -> list[dict[str, Any]]:
-        return [{"day": f"2026-01-0{d}", "agent": agent, "principal": key, "input_tokens": 10 * d,
-                 "output_tokens": 5 * d, "requests": d}
-                for d in (1, 2, 3) for agent, key in (("main", "default"), ("slow", "alice"))]
-
-    from kernel import hookimpl as _hookimpl
-
-    @_hookimpl
-    def register_routes(self, kernel: Any, settings: Any) -> list[Any]:
-        from quart import Blueprint, jsonify
-
-        bp = Blueprint("fake_usage", __name__)
-
-        @bp.get("/-/usage")
-        async def usage() -> Any:
-            return jsonify({"object": "list", "data": self.rows()})
-
-        return [bp]
-
-
-def test_usage_page_draws_charts_when_the_ledger_answers(context: Any, tmp_path: Any) -> None:
+def test_usage_page_draws_charts_from_the_observability_ledger(context: Any, tmp_path: Any) -> None:
     from kernel.testing import build_app, default_config, merge, serve_in_thread
 
     from .conftest import CONSOLE_CONFIG
 
-    app = build_app(merge(default_config(tmp_path / "state"), CONSOLE_CONFIG), tmp_path / "plugins.toml",
-                    extra_plugins={"fake_usage": FakeLedger()})
+    config = merge(default_config(tmp_path / "state"), CONSOLE_CONFIG)
+    config = merge(config, {"agents": {"slow": {"provider": "echo"}},
+                            "kernel": {"auth": {"keys": {"alice": {"secret": "alice-secret-0123456789"}}}},
+                            "plugins": {"observability": {"enabled": True}}})
+    app = build_app(config, tmp_path / "plugins.toml")
     with serve_in_thread(app) as base:
+        for agent, secret in (("main", TEST_TOKEN), ("slow", "alice-secret-0123456789")):
+            answer = httpx.post(f"{base}/v1/responses", headers={"Authorization": f"Bearer {secret}"},
+                                json={"model": f"agent:{agent}", "input": "count these words please"})
+            assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 10  # the ledger writes in batches, about once a second
+        while time.monotonic() < deadline:
+            ledger = httpx.get(f"{base}/-/usage?group_by=agent", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+            if len(ledger.json()["data"]) == 2:
+                break
+            time.sleep(0.2)
         page = context.new_page()
         violations = watch_csp(page)
         page.goto(f"{base}/console/login")
@@ -307,9 +296,9 @@ def test_usage_page_draws_charts_when_the_ledger_answers(context: Any, tmp_path:
         page.click("button[type=submit]")
         page.wait_for_url(f"{base}/console/")
         page.goto(f"{base}/console/usage")
-        page.wait_for_function("() => document.querySelectorAll('#us-charts .uplot').length === 4")
+        page.wait_for_function("() => document.querySelectorAll('#us-charts .uplot').length === 2")
         titles = page.locator("#us-charts h2").all_inner_texts()
-        assert titles == ["Tokens per agent", "Requests per agent", "Tokens per key", "Requests per key"]
-        legend = page.inner_text("#us-charts")
-        assert "main" in legend and "slow" in legend and "alice" in legend and "default" in legend
+        assert titles == ["Tokens per key", "Requests per key", "Per agent (the whole period)"]
+        text = page.inner_text("#us-charts")
+        assert "main" in text and "slow" in text and "alice" in text and "default" in text
         assert page.is_hidden("#us-notice") and violations == []

@@ -1,0 +1,89 @@
+"""Hook implementations of the ``observability`` plugin."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import click
+from quart import Blueprint
+
+from kernel import hookimpl
+from plugins.observability.metrics import Metrics
+from plugins.observability.observer import ObservabilityObserver
+from plugins.observability.quotas import Quotas, period_bounds
+from plugins.observability.routes import blueprint
+from plugins.observability.settings import ObservabilitySettings
+from plugins.observability.usage import SqliteUsageStore
+
+if TYPE_CHECKING:
+    from kernel.runtime import Kernel
+
+log = logging.getLogger("plugins.observability")
+
+
+@hookimpl
+def register_settings() -> type[ObservabilitySettings]:
+    """Options of ``[plugins.observability]``."""
+    return ObservabilitySettings
+
+
+@hookimpl
+def register_routes(kernel: Kernel, settings: ObservabilitySettings | None) -> list[Blueprint]:
+    """Build the observer, add it to the kernel, and serve ``/metrics`` and ``/-/usage``."""
+    settings = settings or ObservabilitySettings()
+    tracing = None
+    if settings.otlp_endpoint:
+        from plugins.observability.tracing import Tracing  # OpenTelemetry is imported only when used
+
+        tracing = Tracing(settings)
+    observer = ObservabilityObserver(
+        metrics=Metrics(lambda: kernel.providers),
+        quotas=Quotas(kernel.settings.kernel.auth.keys),
+        usage=SqliteUsageStore(kernel.store, settings.usage_flush_seconds),
+        tracing=tracing,
+    )
+    kernel.observers.add(observer)
+    return [blueprint(kernel, settings, observer)]
+
+
+def observer_of(kernel: Kernel) -> ObservabilityObserver:
+    """This plugin's observer in ``kernel`` (tests use it to reach the clock and exporters)."""
+    return next(o for o in kernel.observers if isinstance(o, ObservabilityObserver))
+
+
+@hookimpl
+async def startup(kernel: Kernel) -> None:
+    """Open the usage table; budgets start from the tokens already used this period."""
+    observer = observer_of(kernel)
+    await observer.usage.open()
+    quotas = observer.quotas
+    for principal, period in quotas.budgeted().items():
+        _, start, _ = period_bounds(period, quotas.clock())
+        quotas.load_budget(principal, await observer.usage.tokens_since(principal, start))
+    log.info("observability: /metrics (%s), /-/usage; traces %s", "public" if _settings(kernel).metrics_public
+             else "admin only", f"to {_settings(kernel).otlp_endpoint}" if observer.tracing else "off")
+
+
+@hookimpl
+async def shutdown(kernel: Kernel) -> None:
+    """Write the last usage rows and export the last spans."""
+    observer = observer_of(kernel)
+    try:
+        await observer.usage.close()
+    finally:
+        if observer.tracing is not None:
+            observer.tracing.shutdown()
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """``kernel usage``."""
+    from plugins.observability import cli as commands
+
+    commands.register(cli)
+
+
+def _settings(kernel: Kernel) -> ObservabilitySettings:
+    found = kernel.plugin_settings("observability")
+    return found if isinstance(found, ObservabilitySettings) else ObservabilitySettings()

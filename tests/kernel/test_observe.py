@@ -1,0 +1,141 @@
+"""The observer seam (kernel.observe): what an observer sees, in order, and that it cannot break a request."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from quart import Quart
+
+from kernel import ApiError, Observer, RequestInfo, hookimpl
+from kernel.observe import ObserveMiddleware
+from kernel.testing import AUTH_HEADERS
+
+MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark", default="")
+
+
+class Recorder(Observer):
+    """Records every call; can refuse runs for one principal."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.refuse_runs = False
+
+    def request_started(self, info: RequestInfo) -> None:
+        self.calls.append(("request_started", info.method, info.route, info.plugin, info.principal))
+
+    def response_headers(self, info: RequestInfo, headers: Any) -> None:
+        headers["x-observed"] = "yes"
+
+    def response_started(self, info: RequestInfo) -> None:
+        self.calls.append(("response_started", info.status, info.streaming))
+
+    def request_finished(self, info: RequestInfo) -> None:
+        self.calls.append(("request_finished", info.route, info.status, info.completed))
+
+    def admit_run(self, turn: Any, agent: Any, principal: str | None) -> None:
+        self.calls.append(("admit_run", agent.name, principal))
+        if self.refuse_runs:
+            raise ApiError(429, "no runs for you", code="rate_limit_exceeded", headers={"Retry-After": "7"})
+
+    def run_rejected(self, turn: Any, agent: Any, principal: str | None, status: int, code: str | None) -> None:
+        self.calls.append(("run_rejected", status, code))
+
+    def run_started(self, run: Any, context: contextvars.Context) -> None:
+        context.run(MARK.set, run.id)  # seen by the run's own task
+        self.calls.append(("run_started", run.agent.name))
+
+    def provider_call_started(self, run: Any) -> Any:
+        self.calls.append(("provider_call_started", MARK.get() == run.id))
+        return "token"
+
+    def provider_call_finished(self, run: Any, token: Any, error: Any) -> None:
+        self.calls.append(("provider_call_finished", token, error))
+
+    def run_finished(self, run: Any) -> None:
+        self.calls.append(("run_finished", run.status))
+
+    def store_write(self, label: str, items: int, started: float, seconds: float, ok: bool) -> None:
+        self.calls.append(("store_write", label, items, ok))
+
+
+class Broken(Observer):
+    def request_finished(self, info: RequestInfo) -> None:
+        raise RuntimeError("observer bug")
+
+    def run_finished(self, run: Any) -> None:
+        raise RuntimeError("observer bug")
+
+
+def observed_app(make_app: Callable[..., Quart], *observers: Observer) -> Quart:
+    class Adds:
+        @hookimpl
+        def register_routes(self, kernel: Any, settings: Any) -> None:
+            for o in observers:
+                kernel.observers.add(o)
+
+    return make_app({"plugins": {"chat_completions": {"enabled": True}}}, extra_plugins={"adds": Adds()})
+
+
+def post_chat(base: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"{base}/v1/chat/completions", headers={**AUTH_HEADERS, **headers}, timeout=30,
+                      json={"model": "main", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_an_observer_sees_request_and_run_boundaries_in_order(make_app: Callable[..., Quart],
+                                                              live_server: Any) -> None:
+    recorder = Recorder()
+    with live_server(observed_app(make_app, recorder)) as base:
+        answer = post_chat(base, **{"x-session-key": "seam"})
+        assert answer.status_code == 200 and answer.headers["x-observed"] == "yes"
+    started = ("request_started", "POST", "/v1/chat/completions", "chat_completions", "default")
+    calls = recorder.calls[recorder.calls.index(started):]  # after live_server's health probe
+    calls = [c for c in calls if c[:2] != ("request_finished", "/-/health")]
+    names = [c[0] for c in calls]
+    assert names.index("admit_run") < names.index("run_started") < names.index("provider_call_started")
+    assert ("provider_call_started", True) in calls  # the run's context carried the mark
+    assert ("provider_call_finished", "token", None) in calls
+    assert ("run_finished", "completed") in calls
+    assert ("store_write", "sessions", 2, True) in calls  # the turn: the user message and the answer
+    assert calls[-1] == ("request_finished", "/v1/chat/completions", 200, True)
+    assert names.index("response_started") < names.index("request_finished")
+
+
+def test_an_observer_may_refuse_a_run(make_app: Callable[..., Quart], live_server: Any) -> None:
+    recorder = Recorder()
+    recorder.refuse_runs = True
+    with live_server(observed_app(make_app, recorder)) as base:
+        refused = post_chat(base)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "7"
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert ("run_rejected", 429, "rate_limit_exceeded") in recorder.calls
+    assert not any(c[0] == "run_started" for c in recorder.calls)
+
+
+def test_a_failing_observer_breaks_nothing(make_app: Callable[..., Quart], live_server: Any,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    with caplog.at_level(logging.ERROR, logger="kernel.observe"), \
+            live_server(observed_app(make_app, Broken(), recorder)) as base:
+        assert post_chat(base).status_code == 200
+        assert post_chat(base).status_code == 200
+    assert sum(c == ("run_finished", "completed") for c in recorder.calls) == 2  # later observers still called
+    assert "observer bug" in caplog.text
+
+
+def test_no_observers_no_middleware(make_app: Callable[..., Quart]) -> None:
+    app = make_app({"plugins": {"chat_completions": {"enabled": True}}})
+    assert not app.extensions["kernel"].observers
+    assert not isinstance(app.asgi_app, ObserveMiddleware)
+    assert isinstance(observed_app(make_app, Recorder()).asgi_app, ObserveMiddleware)
+
+
+def test_limits_without_the_plugin_are_reported(make_app: Callable[..., Quart],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="kernel"):
+        make_app({"kernel": {"auth": {"keys": {"k": {"secret": "k-secret-123", "requests_per_minute": 5}}}}})
+    assert "keys k set limits" in caplog.text and "observability" in caplog.text
