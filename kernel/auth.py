@@ -39,11 +39,18 @@ def is_public(view: Callable[..., Any] | None) -> bool:
 
 
 def is_admin(principal: str | None) -> bool:
-    """Whether a principal may see and manage every principal's responses and runs.
+    """Whether a principal may see and manage every principal's responses, runs and usage.
 
-    Only the main secret (principal ``default``) is an admin: named keys have no admin
-    flag, so each sees only what it owns.
+    The main secret (principal ``default``) and keys marked ``admin = true`` in the
+    serving app's config (:meth:`Authenticator.is_admin`); outside an app context, only
+    the main secret.
     """
+    from quart import current_app, has_app_context
+
+    if has_app_context():
+        from kernel.app import get_kernel
+
+        return get_kernel(current_app).auth.is_admin(principal)
     return principal == DEFAULT_PRINCIPAL
 
 
