@@ -34,7 +34,7 @@ from kernel.types import Message, TextPart, item_to_dict
 from plugins.openresponses.persistent import PersistentResponses
 from plugins.openresponses.resource import message_item, new_id
 from plugins.openresponses.settings import OpenResponsesSettings
-from plugins.openresponses.storage import ResponseRecord, SqliteResponseStore
+from plugins.openresponses.storage import ResponseRecord, SqlResponseStore
 
 OWNER = "bench"
 WORDS = " ".join(f"word{i}" for i in range(40))  # a modest turn: 40 words each way
@@ -53,7 +53,7 @@ def turn_record(rid: str, prev: str | None, owner: str, turn: int) -> ResponseRe
     )
 
 
-async def build_chain(store: SqliteResponseStore, length: int, owner: str) -> str:
+async def build_chain(store: SqlResponseStore, length: int, owner: str) -> str:
     prev: str | None = None
     for turn in range(length):
         rid = new_id("resp")
@@ -85,7 +85,7 @@ async def main(lengths: list[int], noise: int) -> int:
         store = Store(Path(tmp) / "kernel.sqlite3")
         await store.open()
         try:
-            responses = SqliteResponseStore(store)
+            responses = SqlResponseStore(store)
             await responses.open()
             stored = PersistentResponses(OpenResponsesSettings(), responses)
             for i in range(noise // 10):  # other owners' chains share the table

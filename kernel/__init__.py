@@ -12,6 +12,7 @@ from kernel.agents import Agent
 from kernel.auth import public
 from kernel.errors import ApiError, error_body
 from kernel.providers import NoOptions, ProviderKind
+from kernel.store import Migration, Schema, Store, Transaction
 from kernel.tools import RequestTool, ToolContext, ToolInfo, ToolKind, ToolOutput, ToolSet, model_tool_name
 from kernel.types import (
     ApprovalRequest,
@@ -62,6 +63,7 @@ __all__ = [
     "Item",
     "Limits",
     "Message",
+    "Migration",
     "NoOptions",
     "Provider",
     "ProviderError",
@@ -71,8 +73,10 @@ __all__ = [
     "RequestTool",
     "RunError",
     "RunEvent",
+    "Schema",
     "ServerCallDone",
     "ServerCallStart",
+    "Store",
     "TextDelta",
     "TextPart",
     "ToolCall",
@@ -89,6 +93,7 @@ __all__ = [
     "ToolSet",
     "ToolSpec",
     "ToolsListed",
+    "Transaction",
     "Turn",
     "Usage",
     "error_body",
