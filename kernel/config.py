@@ -68,11 +68,11 @@ class StoreSettings(_Strict):
     # Connections the PostgreSQL pool may open (per process).
     pool_size: int = Field(10, ge=1, le=1000)
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> StoreSettings:
-        url = self.url
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
         if url in ("", "sqlite") or url.startswith(("postgresql://", "postgres://")):
-            return self
+            return url
         shown = url.split("://", 1)[0] + "://..." if "://" in url else url[:40]
         raise ValueError(f"url {shown!r} is not a store: use \"sqlite\" (the default) or \"postgresql://user@host:port/db\"")
 

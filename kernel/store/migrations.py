@@ -68,9 +68,19 @@ class SchemaStatus:
     unknown: list[int] = field(default_factory=list)
 
 
+async def _has_ledger(store: Store) -> bool:
+    if store.dialect == "sqlite":
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kernel_migrations'"
+    else:
+        sql = "SELECT 1 WHERE to_regclass('kernel_migrations') IS NOT NULL"
+    return await store.fetchone(sql) is not None
+
+
 async def _applied(store: Store) -> dict[str, set[int]]:
-    async with store.transaction() as tx:
-        await tx.execute(LEDGER)
+    # Read-only (the ledger is made under the migration lock: concurrent CREATE TABLE IF
+    # NOT EXISTS can fail on PostgreSQL).
+    if not await _has_ledger(store):
+        return {}
     rows = await store.fetchall("SELECT namespace, version FROM kernel_migrations")
     out: dict[str, set[int]] = {}
     for row in rows:
@@ -90,7 +100,7 @@ def _check_unique(schemas: Iterable[Schema]) -> list[Schema]:
 
 
 async def status(store: Store, schemas: Iterable[Schema]) -> list[SchemaStatus]:
-    """Applied, pending and unknown versions of each schema (reads only, besides the ledger)."""
+    """Applied, pending and unknown versions of each schema (reads only)."""
     applied = await _applied(store)
     out = []
     for schema in _check_unique(schemas):
@@ -112,6 +122,8 @@ async def migrate(store: Store, schemas: Iterable[Schema]) -> list[tuple[str, in
         return []
     ran: list[tuple[str, int]] = []
     async with store.exclusive():
+        async with store.transaction() as tx:
+            await tx.execute(LEDGER)
         # Another process may have migrated while this one waited for the lock.
         for st in await status(store, schemas):
             if st.unknown:

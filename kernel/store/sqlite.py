@@ -12,6 +12,8 @@ One process owns the file (the state-directory lock, :mod:`kernel.statelock`).
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -109,9 +111,15 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
-        # One process owns the file (the state-directory lock); within it, migrations
-        # run before the first request, one transaction at a time.
-        yield
+        """An flock beside the database file: one migrator at a time, in any process."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".migrate.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # flock blocks: wait in a thread so the event loop keeps serving.
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._conn(self._reader).execute(sql, params) as cur:
