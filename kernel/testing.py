@@ -247,6 +247,35 @@ def make_store(store_backend: str, tmp_path: Path, request: pytest.FixtureReques
     return lambda: open_store(url, tmp_path / "state")
 
 
+async def _pg_sql(url: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    import asyncpg
+
+    from kernel.store.postgres import to_dollar_params
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return [tuple(row) for row in await conn.fetch(to_dollar_params(sql), *params)]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def state_sql(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., list[tuple[Any, ...]]]:
+    """``state_sql(sql, params)``: run SQL (``?`` placeholders) on the database ``make_app``'s
+    kernels use, from outside the server (to age rows, damage them, count them); returns rows."""
+    url = request.getfixturevalue("pg_url") if request.config.getoption("--store-backend") == "postgresql" else ""
+
+    def run(sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        if url:
+            return _run(_pg_sql(url, sql, tuple(params)))
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "state" / "kernel.sqlite3") as db:
+            return [tuple(row) for row in db.execute(sql, tuple(params)).fetchall()]
+
+    return run
+
+
 @pytest.fixture
 def make_app(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Quart]:
     """Factory: ``make_app({"plugins": {"openresponses": {"enabled": True}}})``."""
