@@ -164,9 +164,7 @@ class Kernel:
         """Lock the state directory, open storage and start providers (plugin startup hooks run after this)."""
         self._state_lock.acquire()
         await self.store.open()
-        hold = getattr(self.store, "hold_instance_lock", None)
-        if hold is not None:
-            await hold()
+        await self.store.claim()
         ran = await self.migrate_store()
         if ran:
             log.info("store %s: applied %d migration(s)", self.store.describe(), len(ran))

@@ -73,6 +73,10 @@ class Store(ABC):
         """Hold the store's migration lock (one holder across every process on the database)."""
 
     @abstractmethod
+    async def claim(self) -> None:
+        """Claim the database for this process while it serves, or raise naming the holder."""
+
+    @abstractmethod
     def describe(self) -> str:
         """Where the data lives, for logs and ``kernel store status`` (never a password)."""
 

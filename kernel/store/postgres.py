@@ -146,7 +146,7 @@ class PostgresStore(Store):
             finally:
                 await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", MIGRATION_LOCK)
 
-    async def hold_instance_lock(self) -> None:
+    async def claim(self) -> None:
         """Claim the database for this process until :meth:`close`.
 
         Until runs carry leases (docs/scaling.md), a starting process fails every

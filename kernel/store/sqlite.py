@@ -121,6 +121,9 @@ class SqliteStore(Store):
         finally:
             os.close(fd)  # closing drops the flock
 
+    async def claim(self) -> None:
+        """Nothing to do: the state-directory lock (kernel.statelock) already holds the file."""
+
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._conn(self._reader).execute(sql, params) as cur:
             return list(await cur.fetchall())

@@ -90,11 +90,11 @@ async def test_a_second_process_on_one_postgresql_database_is_refused(pg_url):
     await first.open()
     await second.open()
     try:
-        await first.hold_instance_lock()
+        await first.claim()
         with pytest.raises(StoreBusyError, match="another kernel process is serving the store"):
-            await second.hold_instance_lock()
+            await second.claim()
         await first.close()  # the claim ends with the process's connection
-        await second.hold_instance_lock()
+        await second.claim()
     finally:
         await first.close()
         await second.close()
