@@ -33,7 +33,7 @@ import httpx
 
 from kernel.session_records import SessionRecords
 from kernel.sessions import SessionStore
-from kernel.store import Store
+from kernel.store import SqliteStore
 from kernel.testing import AUTH_HEADERS, build_app, default_config, merge, serve_in_thread
 from kernel.types import Message, TextPart
 
@@ -50,7 +50,7 @@ def message(i: int) -> Message:
 
 async def fill(db_path: Path, sizes: list[int]) -> dict[int, tuple[str, str]]:
     """Conversations of each size plus noise; returns size -> (id, an item id in the middle)."""
-    store = Store(db_path)
+    store = SqliteStore(db_path)
     await store.open()
     sessions = SessionStore(store)
     await sessions.open()
@@ -72,7 +72,7 @@ async def fill(db_path: Path, sizes: list[int]) -> dict[int, tuple[str, str]]:
 
 
 async def storage_times(db_path: Path, targets: dict[int, tuple[str, str]], rounds: int) -> dict[int, float]:
-    store = Store(db_path)
+    store = SqliteStore(db_path)
     await store.open()
     records = SessionRecords(SessionStore(store))
     times: dict[int, float] = {}

@@ -13,6 +13,7 @@ from kernel.auth import is_admin, public
 from kernel.errors import ApiError, error_body
 from kernel.observe import Observer, RequestInfo
 from kernel.providers import NoOptions, ProviderKind
+from kernel.store import Migration, Schema, Store, Transaction
 from kernel.tools import RequestTool, ToolContext, ToolInfo, ToolKind, ToolOutput, ToolSet, model_tool_name
 from kernel.types import (
     ApprovalRequest,
@@ -63,6 +64,7 @@ __all__ = [
     "Item",
     "Limits",
     "Message",
+    "Migration",
     "NoOptions",
     "Observer",
     "Provider",
@@ -74,8 +76,10 @@ __all__ = [
     "RequestTool",
     "RunError",
     "RunEvent",
+    "Schema",
     "ServerCallDone",
     "ServerCallStart",
+    "Store",
     "TextDelta",
     "TextPart",
     "ToolCall",
@@ -92,6 +96,7 @@ __all__ = [
     "ToolSet",
     "ToolSpec",
     "ToolsListed",
+    "Transaction",
     "Turn",
     "Usage",
     "error_body",

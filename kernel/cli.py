@@ -1,4 +1,4 @@
-"""The ``kernel`` command: serve, plugins list/enable/disable, routes, config check.
+"""The ``kernel`` command: serve, plugins list/enable/disable, routes, config check, store status/migrate.
 
 Enabled plugins add their own subcommands through the ``register_commands`` hook.
 """
@@ -205,6 +205,35 @@ def tools_list(config_path: Path, as_json: bool) -> None:
             if tool["description"]:
                 line += f": {tool['description'].splitlines()[0]}"
             click.echo(line)
+
+
+@cli.group()
+def store() -> None:
+    """Inspect and migrate the store (SQLite file or PostgreSQL) that [kernel.store] names."""
+
+
+@store.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def store_status(config_path: Path, as_json: bool) -> None:
+    """Each schema's applied and pending migrations."""
+    from kernel.app import get_kernel
+    from kernel.store_commands import print_status
+
+    try:
+        print_status(get_kernel(_build_app(config_path)), as_json)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@store.command("migrate")
+@config_option
+def store_migrate(config_path: Path) -> None:
+    """Apply pending migrations (servers also do this at startup, under the same lock)."""
+    from kernel.app import get_kernel
+    from kernel.store_commands import run_migrate
+
+    run_migrate(get_kernel(_build_app(config_path)))
 
 
 @cli.group()

@@ -76,6 +76,24 @@ class AuthSettings(_Strict):
         return self.password if self.mode == "password" else self.token
 
 
+class StoreSettings(_Strict):
+    """``[kernel.store]``: where durable state lives (sessions, stored responses, records)."""
+
+    # "" or "sqlite": the embedded file <state_dir>/kernel.sqlite3. Or a server database:
+    # "postgresql://user@host:port/db" (put a password in ${ENV}, never in the file).
+    url: str = ""
+    # Connections the PostgreSQL pool may open (per process).
+    pool_size: int = Field(10, ge=1, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url in ("", "sqlite") or url.startswith(("postgresql://", "postgres://")):
+            return url
+        shown = url.split("://", 1)[0] + "://..." if "://" in url else url[:40]
+        raise ValueError(f"url {shown!r} is not a store: use \"sqlite\" (the default) or \"postgresql://user@host:port/db\"")
+
+
 class KernelSettings(_Strict):
     """``[kernel]``: the server itself."""
 
@@ -106,6 +124,7 @@ class KernelSettings(_Strict):
     # (where webhooks post); "" for none. Everyone else gets a private session by that name.
     main_session_principal: str = DEFAULT_PRINCIPAL
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @model_validator(mode="after")
     def _main_principal_exists(self) -> KernelSettings:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from kernel.providers import ProviderKind
     from kernel.runtime import Kernel
+    from kernel.store import Schema
     from kernel.tools import ToolKind
 
 hookspec = pluggy.HookspecMarker("kernel")
@@ -48,6 +49,19 @@ def register_providers() -> list[ProviderKind] | None:
     Called once at startup. Each :class:`kernel.providers.ProviderKind` names a kind
     (``echo``, ``openai_upstream`` ...), the pydantic model for a ``[providers.NAME]``
     table of that kind, and a factory building a :class:`kernel.types.Provider`.
+    """
+
+
+@hookspec
+def register_migrations() -> list[Schema] | None:
+    """Return the versioned schemas (tables and their migrations) this plugin keeps in the store.
+
+    Called once when the kernel is built. Each :class:`kernel.store.Schema` is a
+    namespace (use the plugin's name) with numbered :class:`kernel.store.Migration`
+    steps, written in the store's portable SQL. The kernel applies pending versions at
+    startup under the store's migration lock, before any ``startup`` hook runs, and
+    ``kernel store migrate`` / ``kernel store status`` act on them offline. A plugin
+    never imports a database driver: it reads and writes through ``kernel.store``.
     """
 
 

@@ -20,9 +20,10 @@ from kernel.observe import Observers
 from kernel.plugins import LoadedPlugins, PluginRecord, per_plugin
 from kernel.providers import ProviderKind
 from kernel.runs import RunRegistry
-from kernel.sessions import SessionStore
+from kernel.sessions import KERNEL_SCHEMA, SessionStore
 from kernel.statelock import StateDirLock
-from kernel.store import Store
+from kernel.store import Schema, Store, migrate, open_store
+from kernel.store.migrations import MigrationError
 from kernel.tools import ToolRegistry
 from kernel.types import Provider
 
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from quart import Quart
 
 log = logging.getLogger("kernel")
-
-DB_FILE = "kernel.sqlite3"
-
 
 class Kernel:
     """Everything a plugin may use at request time. One per app."""
@@ -46,7 +44,10 @@ class Kernel:
         self.auth = Authenticator(settings.kernel.auth, self.state_dir)
         #: Request and run observers (metrics, traces, quotas): see kernel.observe.
         self.observers = Observers()
-        self.store = Store(self.state_dir / DB_FILE, observers=self.observers)
+        self.store: Store = open_store(settings.kernel.store.url, self.state_dir,
+                                       pool_size=settings.kernel.store.pool_size)
+        self.store.observers = self.observers
+        self.schemas = self._collect_schemas()
         self.sessions = SessionStore(self.store, main_session_principal=settings.kernel.main_session_principal,
                                      api_key_names=frozenset(settings.kernel.auth.keys),
                                      config_path=str(settings.path))
@@ -74,6 +75,23 @@ class Kernel:
         return self.providers[agent.provider]
 
     # ------------------------------------------------------------------ building
+
+    def _collect_schemas(self) -> list[Schema]:
+        schemas = [KERNEL_SCHEMA]
+        for plugin_name, impl in per_plugin(self.pm, "register_migrations"):
+            for schema in impl() or []:
+                if any(s.namespace == schema.namespace for s in schemas):
+                    raise ConfigError(f"plugin {plugin_name!r} declares store schema {schema.namespace!r}, "
+                                      "which another plugin (or the kernel) already declares")
+                schemas.append(schema)
+        return schemas
+
+    async def migrate_store(self) -> list[tuple[str, int]]:
+        """Apply every declared schema's pending migrations (the store must be open)."""
+        try:
+            return await migrate(self.store, self.schemas)
+        except MigrationError as exc:
+            raise ConfigError(f"{self.settings.path}: [kernel.store] {exc}") from None
 
     def _collect_provider_kinds(self) -> dict[str, ProviderKind]:
         kinds: dict[str, ProviderKind] = {}
@@ -157,7 +175,10 @@ class Kernel:
         """Lock the state directory, open storage and start providers (plugin startup hooks run after this)."""
         self._state_lock.acquire()
         await self.store.open()
-        await self.sessions.open()
+        await self.store.claim()
+        ran = await self.migrate_store()
+        if ran:
+            log.info("store %s: applied %d migration(s)", self.store.describe(), len(ran))
         for provider in self.providers.values():
             start = getattr(provider, "start", None)
             if start is not None:

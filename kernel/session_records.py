@@ -194,9 +194,8 @@ class SessionRecords:
         stored = self.sessions.scoped(principal, record.key)
         async with self.sessions.lock(record.key, principal=principal):
             async with self.store.transaction() as db:
-                cur = await db.execute("DELETE FROM session_items WHERE session_key = ? AND item_id = ?",
-                                       (stored, item_id))
-                deleted = cur.rowcount > 0
+                deleted = await db.execute("DELETE FROM session_items WHERE session_key = ? AND item_id = ?",
+                                           (stored, item_id)) > 0
                 if deleted:
                     await db.execute("UPDATE session_meta SET updated_at = ? WHERE session_key = ?",
                                      (time.time(), stored))

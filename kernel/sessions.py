@@ -1,8 +1,9 @@
 """Session keys and transcripts.
 
 A session keeps the transcript per key so a client can send only its newest message.
-Transcripts live in SQLite and survive restarts; runs on one session are serialised
-by a per-key lock so their items never interleave.
+Transcripts live in the kernel's store and survive restarts; runs on one session are
+serialised by a per-key lock so their items never interleave (an in-process lock: see
+docs/scaling.md for what holds across processes).
 
 Sessions belong to the principal that made them, like stored responses: the key a
 client names is looked up in that principal's own namespace (:meth:`SessionStore.scoped`),
@@ -21,11 +22,9 @@ import uuid
 import weakref
 from collections.abc import Mapping
 
-import aiosqlite
-
 from kernel.auth import DEFAULT_PRINCIPAL
 from kernel.errors import ApiError, ConfigError
-from kernel.store import Store
+from kernel.store import Migration, Schema, Store, Transaction, migrate
 from kernel.types import Item, item_from_dict, item_to_dict
 
 MAX_SESSION_KEY_LENGTH = 256
@@ -34,33 +33,54 @@ MAX_NOTED_STATUSES = 10_000
 # client may send (validate_session_key) can contain it or spell another's namespace.
 NAMESPACE_SEPARATOR = "\x1f"
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS session_items (
-        session_key TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        item TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (session_key, seq)
-    )""",
-    # A session's record (kernel.session_records): its public id, owner and metadata. Only
-    # sessions created by id (e.g. an OpenAI conversation) or given metadata have one.
-    """CREATE TABLE IF NOT EXISTS session_meta (
-        session_key TEXT PRIMARY KEY,
-        id TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        metadata TEXT NOT NULL DEFAULT '{}'
-    )""",
-    "CREATE INDEX IF NOT EXISTS session_meta_updated ON session_meta (updated_at)",
-    # Ids are unique per owner (a key-only session's id is its key, which two owners may share).
-    "CREATE UNIQUE INDEX IF NOT EXISTS session_meta_id ON session_meta (owner, id)",
-]
-# Columns added to session_items after its first release (ALTER TABLE on open): every
-# item's id (unique in its session: item pages use it as their cursor) and its status
-# ("incomplete" for the item a cancel or failure cut short; NULL means completed).
+async def _item_columns(tx: Transaction) -> None:
+    """Give session_items its item id and status columns (a SQLite file made before them), then
+    the unique index that item pages use as their cursor."""
+    if tx.dialect == "sqlite":
+        present = {row["name"] for row in await tx.fetchall("PRAGMA table_info(session_items)")}
+        missing = [name for name in ITEM_COLUMNS if name not in present]
+        for name in missing:
+            await tx.execute(f"ALTER TABLE session_items ADD COLUMN {name} {ITEM_COLUMNS[name]}")
+        if "item_id" in missing:
+            # Transcripts written before ids existed get theirs once, here.
+            await tx.execute("UPDATE session_items SET item_id = 'item_' || lower(hex(randomblob(12))) "
+                             "WHERE item_id IS NULL")
+    await tx.execute(ITEM_INDEX)
+
+
+# Columns added to session_items after its first release: every item's id (unique in its
+# session: item pages use it as their cursor) and its status ("incomplete" for the item a
+# cancel or failure cut short; NULL means completed). Created with the table on a new store.
 ITEM_COLUMNS = {"item_id": "TEXT", "status": "TEXT"}
 ITEM_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS session_items_item ON session_items (session_key, item_id)"
+
+KERNEL_SCHEMA = Schema("kernel", (
+    Migration(1, "sessions: transcripts and records", (
+        """CREATE TABLE IF NOT EXISTS session_items (
+            session_key TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            item TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            item_id TEXT,
+            status TEXT,
+            PRIMARY KEY (session_key, seq)
+        )""",
+        # A session's record (kernel.session_records): its public id, owner and metadata. Only
+        # sessions created by id (e.g. an OpenAI conversation) or given metadata have one.
+        """CREATE TABLE IF NOT EXISTS session_meta (
+            session_key TEXT PRIMARY KEY,
+            id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX IF NOT EXISTS session_meta_updated ON session_meta (updated_at)",
+        # Ids are unique per owner (a key-only session's id is its key, which two owners may share).
+        "CREATE UNIQUE INDEX IF NOT EXISTS session_meta_id ON session_meta (owner, id)",
+    )),
+    Migration(2, "session items: ids and statuses", (_item_columns,)),
+))
 
 
 def validate_session_key(key: str, *, param: str = "x-session-key") -> str:
@@ -128,8 +148,8 @@ class SessionStore:
         self._statuses: dict[str, str] = {}
 
     async def open(self) -> None:
-        await self.store.ensure_schema(SCHEMA)
-        await migrate_item_columns(self.store)
+        """Bring the kernel's tables up to date (a no-op once the kernel migrated at startup)."""
+        await migrate(self.store, [KERNEL_SCHEMA])
 
     def allow_main_session(self, principal: str) -> None:
         """Let an in-process principal (a plugin's, e.g. ``hooks``) reach the real main session.
@@ -202,37 +222,23 @@ class SessionStore:
         await self.store.execute("DELETE FROM session_items WHERE session_key = ?", (self.scoped(principal, key),))
 
 
-async def migrate_item_columns(store: Store) -> None:
-    """Add the item id and status columns to a session_items table made before them."""
-    rows = await store.fetchall("PRAGMA table_info(session_items)")
-    present = {row["name"] for row in rows}
-    missing = [name for name in ITEM_COLUMNS if name not in present]
-    async with store.transaction() as db:
-        for name in missing:
-            await db.execute(f"ALTER TABLE session_items ADD COLUMN {name} {ITEM_COLUMNS[name]}")
-        if "item_id" in missing:
-            # Transcripts written before ids existed get theirs once, here.
-            await db.execute("UPDATE session_items SET item_id = 'item_' || lower(hex(randomblob(12))) "
-                             "WHERE item_id IS NULL")
-        await db.execute(ITEM_INDEX)
-
-
-async def append_rows(db: aiosqlite.Connection, stored_key: str, items: list[Item],
+async def append_rows(db: Transaction, stored_key: str, items: list[Item],
                       statuses: dict[str, str] | None = None) -> list[str]:
     """Insert ``items`` at the end of a stored key's transcript inside an open transaction."""
-    async with db.execute(
-        "SELECT COALESCE(MAX(seq), -1) FROM session_items WHERE session_key = ?", (stored_key,)
-    ) as cur:
-        row = await cur.fetchone()
+    # Appends to one transcript take turns (across processes on PostgreSQL): the next
+    # position is read and taken in one step.
+    await db.lock(stored_key)
+    row = await db.fetchone("SELECT COALESCE(MAX(seq), -1) FROM session_items WHERE session_key = ?", (stored_key,))
+    assert row is not None
     start = int(row[0]) + 1
     wanted = [getattr(item, "id", None) for item in items]
     taken: set[str] = set()
     given = [item_id for item_id in wanted if item_id]
     if given:
         marks = ",".join("?" * len(given))
-        async with db.execute(f"SELECT item_id FROM session_items WHERE session_key = ? AND item_id IN ({marks})",
-                              (stored_key, *given)) as cur:
-            taken = {r[0] for r in await cur.fetchall()}
+        rows = await db.fetchall(f"SELECT item_id FROM session_items WHERE session_key = ? AND item_id IN ({marks})",
+                                 (stored_key, *given))
+        taken = {r[0] for r in rows}
     ids: list[str] = []
     for item_id in wanted:
         if not item_id or item_id in taken:

@@ -8,6 +8,16 @@ Fixtures:
 * ``live_server(app)``: serve an app with a real Hypercorn on a free loopback port in
   a background thread; a context manager yielding the base URL.
 
+* ``pg_url``: a fresh PostgreSQL schema on the test server (``KERNEL_TEST_PG_URL``,
+  default ``postgresql://postgres@127.0.0.1:5432/test``), dropped after the test; the
+  URL selects it through ``search_path``. An unreachable server fails the test (never a skip).
+* ``store_backend`` / ``make_store``: parametrised over ``sqlite`` and ``postgresql``:
+  ``make_store()`` gives an unopened :class:`kernel.store.Store` on this test's database
+  (call it again for "the next process" on the same data).
+
+Option ``--store-backend=postgresql`` (or ``KERNEL_TEST_STORE=postgresql``) runs every
+``make_app`` test against its own PostgreSQL schema instead of the SQLite file.
+
 Helpers: :func:`serve_process` runs ``kernel serve`` as a real subprocess (for restart,
 signal and shutdown tests).
 """
@@ -16,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +42,8 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart
+
+from kernel.store import Store, open_store
 
 TEST_TOKEN = "test-token-0123456789"
 AUTH_HEADERS = {"Authorization": f"Bearer {TEST_TOKEN}"}
@@ -165,13 +179,115 @@ def serve_process(config: Path, port: int | None = None, *, timeout: float = 60)
             proc.wait(10)
 
 
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+START_PG_HINT = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-backend", choices=("sqlite", "postgresql"),
+                     default=os.environ.get("KERNEL_TEST_STORE", "sqlite"),
+                     help="the store make_app's kernels use (PostgreSQL: a fresh schema per test)")
+
+
+def _run(coro: Awaitable[Any]) -> Any:
+    """Run a coroutine to completion on a private loop in a thread (safe inside any test)."""
+    out: list[Any] = []
+    err: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(asyncio.run(coro))  # type: ignore[arg-type]
+        except BaseException as exc:  # re-raised in the caller's thread
+            err.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if err:
+        raise err[0]
+    return out[0] if out else None
+
+
+async def _admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
-def make_app(tmp_path: Path) -> Callable[..., Quart]:
+def pg_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL, dropped afterwards; yields a URL that selects it."""
+    base = os.environ.get("KERNEL_TEST_PG_URL", DEFAULT_PG_URL)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        _run(_admin(base, f"CREATE SCHEMA {schema}"))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at {base} is not usable ({exc!r}); start it with: {START_PG_HINT}", pytrace=False)
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}search_path={schema}"
+    finally:
+        _run(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """Each store-level test runs once per backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_store(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], Store]:
+    """``make_store()``: an unopened store on this test's database (the same one every call)."""
+    url = request.getfixturevalue("pg_url") if store_backend == "postgresql" else ""
+    return lambda: open_store(url, tmp_path / "state")
+
+
+async def _pg_sql(url: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    import asyncpg
+
+    from kernel.store.postgres import to_dollar_params
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return [tuple(row) for row in await conn.fetch(to_dollar_params(sql), *params)]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def state_sql(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., list[tuple[Any, ...]]]:
+    """``state_sql(sql, params)``: run SQL (``?`` placeholders) on the database ``make_app``'s
+    kernels use, from outside the server (to age rows, damage them, count them); returns rows."""
+    url = request.getfixturevalue("pg_url") if request.config.getoption("--store-backend") == "postgresql" else ""
+
+    def run(sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        if url:
+            return _run(_pg_sql(url, sql, tuple(params)))
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "state" / "kernel.sqlite3") as db:
+            return [tuple(row) for row in db.execute(sql, tuple(params)).fetchall()]
+
+    return run
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Quart]:
     """Factory: ``make_app({"plugins": {"openresponses": {"enabled": True}}})``."""
+    store_url = ""
+    if request.config.getoption("--store-backend") == "postgresql":
+        store_url = request.getfixturevalue("pg_url")
 
     def factory(config: dict[str, Any] | None = None, *, extra_plugins: dict[str, object] | None = None,
                 replace: bool = False) -> Quart:
         base = default_config(tmp_path / "state")
+        if store_url:
+            base["kernel"]["store"] = {"url": store_url}
         full = (config or {}) if replace else merge(base, config or {})
         return build_app(full, tmp_path / "plugins.toml", extra_plugins=extra_plugins)
 

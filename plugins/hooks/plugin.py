@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from quart import Blueprint
 
-from kernel import hookimpl
+from kernel import Schema, hookimpl
 from kernel.errors import ConfigError
+from plugins.hooks.records import SCHEMA
 from plugins.hooks.routes import build_blueprint
 from plugins.hooks.service import HooksService
 from plugins.hooks.settings import HooksSettings
@@ -40,6 +41,11 @@ def _check_static_agents(kernel: Kernel, settings: HooksSettings) -> None:
 @hookimpl
 def register_settings() -> type[BaseModel]:
     return HooksSettings
+
+
+@hookimpl
+def register_migrations() -> list[Schema]:
+    return [SCHEMA]
 
 
 @hookimpl

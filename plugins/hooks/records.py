@@ -1,4 +1,4 @@
-"""Hook run records in the kernel's SQLite store, kept for ``run_retention_seconds``.
+"""Hook run records in the kernel's store, kept for ``run_retention_seconds``.
 
 The kernel's run registry forgets finished runs after a few minutes and everything
 at a restart; a webhook sender polling ``GET <base>/runs/<id>`` needs longer, so
@@ -13,29 +13,31 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kernel.store import Store
+from kernel.store import Migration, Schema, Store, migrate
 
 # A hook run's output is kept up to this many characters (the rest is cut, and flagged).
 MAX_OUTPUT_CHARS = 100_000
 PURGE_INTERVAL_SECONDS = 60.0
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS hook_runs (
-        run_id TEXT PRIMARY KEY,
-        hook TEXT NOT NULL,
-        name TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        session_key TEXT NOT NULL,
-        status TEXT NOT NULL,
-        output_text TEXT NOT NULL DEFAULT '',
-        output_truncated INTEGER NOT NULL DEFAULT 0,
-        usage TEXT,
-        error TEXT,
-        created_at REAL NOT NULL,
-        finished_at REAL
-    )""",
-    "CREATE INDEX IF NOT EXISTS hook_runs_finished_at ON hook_runs (finished_at)",
-]
+SCHEMA = Schema("hooks", (
+    Migration(1, "hook run records", (
+        """CREATE TABLE IF NOT EXISTS hook_runs (
+            run_id TEXT PRIMARY KEY,
+            hook TEXT NOT NULL,
+            name TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            session_key TEXT NOT NULL,
+            status TEXT NOT NULL,
+            output_text TEXT NOT NULL DEFAULT '',
+            output_truncated INTEGER NOT NULL DEFAULT 0,
+            usage TEXT,
+            error TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX IF NOT EXISTS hook_runs_finished_at ON hook_runs (finished_at)",
+    )),
+))
 
 
 def clip_output(text: str) -> tuple[str, bool]:
@@ -74,7 +76,7 @@ class HookRunStore:
 
     async def open(self) -> None:
         """Create the table and close out runs a previous process left unfinished."""
-        await self.store.ensure_schema(SCHEMA)
+        await migrate(self.store, [SCHEMA])
         error = json.dumps({"message": "the gateway stopped before this run finished",
                             "type": "server_error", "code": "interrupted"})
         await self.store.execute(

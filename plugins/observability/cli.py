@@ -32,7 +32,7 @@ def register(cli: click.Group) -> None:
         """
         from kernel.config import load_settings
         from kernel.errors import ApiError, ConfigError
-        from kernel.runtime import DB_FILE
+        from kernel.store import DB_FILE
         from plugins.observability.routes import parse_time
         from plugins.observability.usage import _summary_row, _where
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from quart import Blueprint
 
-from kernel import hookimpl
+from kernel import Schema, hookimpl
 from plugins.openresponses.conversations.service import ConversationsService
 from plugins.openresponses.persistent import PersistentResponses
 from plugins.openresponses.routes import blueprint
 from plugins.openresponses.service import ResponsesService
 from plugins.openresponses.settings import OpenResponsesSettings
-from plugins.openresponses.storage import SqliteResponseStore
+from plugins.openresponses.storage import SCHEMA, SqlResponseStore
 from plugins.openresponses.stored import StoredResponses
 
 if TYPE_CHECKING:
@@ -26,13 +26,18 @@ _CONVERSATIONS: weakref.WeakKeyDictionary[Kernel, ConversationsService] = weakre
 
 
 def make_stored(kernel: Kernel, settings: OpenResponsesSettings) -> StoredResponses:
-    """The response store: SQLite in the kernel's store under the state directory."""
-    return PersistentResponses(settings, SqliteResponseStore(kernel.store))
+    """The response store: tables in the kernel's store (SQLite or PostgreSQL)."""
+    return PersistentResponses(settings, SqlResponseStore(kernel.store))
 
 
 @hookimpl
 def register_settings() -> type[BaseModel]:
     return OpenResponsesSettings
+
+
+@hookimpl
+def register_migrations() -> list[Schema]:
+    return [SCHEMA]
 
 
 @hookimpl

@@ -52,7 +52,8 @@ def test_plugins_list_table(config):
     assert "example 0.3.1 (third-party: kernel-example-plugin) enabled" in headers
     assert "echo 0.1.0 (built-in: agentkernel) enabled" in headers
     example = lines[lines.index("example 0.3.1 (third-party: kernel-example-plugin) enabled") + 1:]
-    assert example[0] == "  hooks: register_commands, register_providers, register_routes, register_settings, startup"
+    assert example[0] == ("  hooks: register_commands, register_migrations, register_providers, register_routes, "
+                          "register_settings")
     assert example[1] == "  providers: reverse"
     assert "  route: GET /example/hello" in example and "  route: POST /example/echo" in example
     disabled = [line for line in headers if line.endswith(" disabled")]
@@ -72,7 +73,8 @@ def test_plugins_list_json(config):
         "distribution": "kernel-example-plugin",
         "entry_point": "kernel_example_plugin.plugin",
         "enabled": True,
-        "hooks": ["register_commands", "register_providers", "register_routes", "register_settings", "startup"],
+        "hooks": ["register_commands", "register_migrations", "register_providers", "register_routes",
+                  "register_settings"],
         "routes": example["routes"],
         "providers": ["reverse"],
         "tools": [],

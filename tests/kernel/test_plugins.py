@@ -25,7 +25,9 @@ from kernel.plugins import ENTRY_POINT_GROUP, PluginLoadError, installed_entry_p
 from kernel.testing import AUTH_HEADERS, default_config, merge
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_HOOKS = ["register_commands", "register_providers", "register_routes", "register_settings", "startup"]
+EXAMPLE_HOOKS = [
+    "register_commands", "register_migrations", "register_providers", "register_routes", "register_settings",
+]
 
 
 @pytest.fixture
@@ -215,6 +217,7 @@ HOOKS_TESTED = {
     "register_routes": "test_register_routes_serves_blueprints_with_the_plugins_settings",
     "register_providers": "test_register_providers_adds_a_kind_agents_can_use",
     "register_tools": "test_register_tools_adds_a_kind_the_agent_loop_runs",
+    "register_migrations": "test_register_migrations_applies_each_version_once_before_startup",
     "register_commands": "test_register_commands_adds_subcommands_for_enabled_plugins_only",
     "startup": "test_startup_and_shutdown_are_awaited_in_order_and_reverse_order",
     "shutdown": "test_startup_and_shutdown_are_awaited_in_order_and_reverse_order",
@@ -274,6 +277,54 @@ async def test_register_providers_adds_a_kind_agents_can_use(tmp_path, running):
         assert (await response.get_json())["text"] == "OB OLLEH"
         response = await client.get("/example/hello?name=Bo", headers={**AUTH_HEADERS, "x-agent-id": "plain"})
         assert (await response.get_json())["text"] == "oB olleh"
+
+
+async def test_register_migrations_applies_each_version_once_before_startup(tmp_path, running):
+    from kernel import Migration, Schema
+
+    seen_at_startup: list[int] = []
+
+    async def seed(tx):
+        await tx.execute("INSERT INTO notes_plugin_rows (body) VALUES (?)", (f"seeded on {tx.dialect}",))
+
+    class Notes:
+        @hookimpl
+        def register_migrations(self):
+            return [Schema("notes", (
+                Migration(1, "rows", ("CREATE TABLE notes_plugin_rows (body TEXT NOT NULL)",)),
+                Migration(2, "seed", (seed,)),
+            ))]
+
+        @hookimpl
+        async def startup(self, kernel):
+            # The tables exist before any startup hook runs.
+            seen_at_startup.append(len(await kernel.store.fetchall("SELECT body FROM notes_plugin_rows")))
+
+    config = {"plugins": {"example": {"enabled": True}}}
+    greetings = 0
+    for _ in range(2):  # a restart applies nothing twice
+        app = create_app(settings_for(tmp_path, config), extra_plugins={"notes": Notes()})
+        async with running(app) as (kernel, client):
+            rows = await kernel.store.fetchall("SELECT body FROM notes_plugin_rows")
+            assert [r["body"] for r in rows] == ["seeded on sqlite"]
+            applied = await kernel.store.fetchall(
+                "SELECT namespace, version FROM kernel_migrations ORDER BY namespace, version")
+            assert [(r["namespace"], r["version"]) for r in applied] == [
+                ("example", 1), ("kernel", 1), ("kernel", 2), ("notes", 1), ("notes", 2)]
+            # The example plugin's own table (declared the same way) counts its greetings.
+            for _ in range(2):
+                greetings += 1
+                response = await client.get("/example/hello?name=Bo", headers=AUTH_HEADERS)
+                assert (await response.get_json())["hits"] == greetings
+    assert seen_at_startup == [1, 1]
+
+    class Clash:
+        @hookimpl
+        def register_migrations(self):
+            return [Schema("kernel", (Migration(1, "mine", ("SELECT 1",)),))]
+
+    with pytest.raises(ConfigError, match="declares store schema 'kernel'"):
+        create_app(settings_for(tmp_path), extra_plugins={"clash": Clash()})
 
 
 async def test_register_tools_adds_a_kind_the_agent_loop_runs(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from kernel import Message, TextPart, ToolResult
 from kernel.session_records import CursorNotFoundError, SessionRecords
 from kernel.sessions import SessionStore
-from kernel.store import Store
+from kernel.store import SqliteStore
 
 
 def user(text: str, item_id: str | None = None) -> Message:
@@ -19,8 +19,8 @@ def user(text: str, item_id: str | None = None) -> Message:
 
 
 @pytest.fixture
-async def records(tmp_path):
-    store = Store(tmp_path / "db.sqlite3")
+async def records(make_store):
+    store = make_store()
     await store.open()
     sessions = SessionStore(store, api_key_names=frozenset({"alice"}))
     await sessions.open()
@@ -99,7 +99,7 @@ async def test_a_transcript_from_before_ids_gets_them_on_open(tmp_path):
         db.execute("INSERT INTO session_items VALUES ('k', 0, ?, 1.0)",
                    ('{"type": "message", "role": "user", "parts": [{"type": "text", "text": "old"}], "id": null, '
                     '"phase": null}',))
-    store = Store(path)
+    store = SqliteStore(path)
     await store.open()
     sessions = SessionStore(store)
     await sessions.open()

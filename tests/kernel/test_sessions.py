@@ -10,8 +10,8 @@ import pytest
 from werkzeug.datastructures import Headers
 
 from kernel import ApiError, Message, TextPart, ToolCall, ToolResult, Turn
-from kernel.runtime import DB_FILE
 from kernel.sessions import MAX_SESSION_KEY_LENGTH, derive_session_key, main_session_key, validate_session_key
+from kernel.store import DB_FILE
 from kernel.testing import AUTH_HEADERS
 
 

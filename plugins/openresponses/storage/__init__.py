@@ -1,7 +1,7 @@
 """Durable storage for responses: records, chains, event logs, retention.
 
-``base`` defines the interface a server database can implement later; ``sqlite`` is
-the embedded implementation on the kernel's store.
+``base`` defines the interface; ``sql`` implements it on the kernel's store (SQLite or
+PostgreSQL: the kernel picks the backend, this plugin never imports a driver).
 """
 
 from plugins.openresponses.storage.base import (
@@ -12,7 +12,9 @@ from plugins.openresponses.storage.base import (
     ResponseStore,
     StoredEvent,
 )
-from plugins.openresponses.storage.sqlite import SqliteResponseStore
+from plugins.openresponses.storage.sql import SCHEMA, SqlResponseStore
 
-__all__ = ["ChainLink", "InputItemsPage", "ResponsePage", "ResponseRecord", "ResponseStore", "SqliteResponseStore",
-           "StoredEvent"]
+__all__ = [
+    "SCHEMA", "ChainLink", "InputItemsPage", "ResponsePage", "ResponseRecord", "ResponseStore", "SqlResponseStore",
+    "StoredEvent",
+]

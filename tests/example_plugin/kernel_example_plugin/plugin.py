@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kernel import ProviderKind, hookimpl
+from kernel import ProviderKind, Schema, hookimpl
 from kernel_example_plugin import __version__
 from kernel_example_plugin.provider import ReverseOptions, ReverseProvider, reverse_text
 from kernel_example_plugin.routes import SCHEMA, blueprint
@@ -52,6 +52,6 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookimpl
-async def startup(kernel: Kernel) -> None:
-    # Plugins own their tables; the store is open by the time startup hooks run.
-    await kernel.store.ensure_schema(SCHEMA)
+def register_migrations() -> list[Schema]:
+    # Plugins own their tables: the kernel applies these at startup, before any request.
+    return [SCHEMA]

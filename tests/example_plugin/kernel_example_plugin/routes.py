@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, g, jsonify, request
 
-from kernel import ApiError, Message, TextDelta, TextPart, Turn
+from kernel import ApiError, Message, Migration, Schema, TextDelta, TextPart, Turn
 from kernel.http import read_json
 from kernel.sessions import derive_session_key
 from kernel.streaming import sse_response
@@ -17,12 +17,9 @@ from kernel_example_plugin.settings import ExampleSettings
 if TYPE_CHECKING:
     from kernel.runtime import Kernel
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS example_hits (
-        name TEXT PRIMARY KEY,
-        count INTEGER NOT NULL
-    )""",
-]
+SCHEMA = Schema("example", (
+    Migration(1, "greeting counts", ("CREATE TABLE example_hits (name TEXT PRIMARY KEY, count INTEGER NOT NULL)",)),
+))
 
 
 def blueprint(kernel: Kernel, settings: ExampleSettings) -> Blueprint:
@@ -89,9 +86,8 @@ async def _count_hit(kernel: Kernel, name: str) -> int:
     async with kernel.store.transaction() as db:
         await db.execute(
             "INSERT INTO example_hits (name, count) VALUES (?, 1) "
-            "ON CONFLICT(name) DO UPDATE SET count = count + 1",
+            "ON CONFLICT(name) DO UPDATE SET count = example_hits.count + 1",
             (name,),
         )
-        async with db.execute("SELECT count FROM example_hits WHERE name = ?", (name,)) as cur:
-            row = await cur.fetchone()
+        row = await db.fetchone("SELECT count FROM example_hits WHERE name = ?", (name,))
     return int(row[0]) if row else 0

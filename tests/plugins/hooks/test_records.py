@@ -1,4 +1,4 @@
-"""Hook run records in SQLite: retention, restart handling, summaries."""
+"""Hook run records in the kernel's store (SQLite and PostgreSQL): retention, restart handling, summaries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 
 from kernel import Message, RunError, TextPart, Usage
 from kernel.runs import RunResult
-from kernel.store import Store
 from plugins.hooks.records import MAX_OUTPUT_CHARS, HookRunRecord, HookRunStore
 from plugins.hooks.service import summary_line
 
@@ -17,8 +16,8 @@ def record(run_id: str) -> HookRunRecord:
                          status="queued", created_at=time.time())
 
 
-async def test_unfinished_runs_are_marked_interrupted_at_open(tmp_path):
-    store = Store(tmp_path / "k.sqlite3")
+async def test_unfinished_runs_are_marked_interrupted_at_open(make_store):
+    store = make_store()
     await store.open()
     runs = HookRunStore(store, retention_seconds=60)
     await runs.open()
@@ -28,7 +27,7 @@ async def test_unfinished_runs_are_marked_interrupted_at_open(tmp_path):
                       usage={"input_tokens": 1}, error=None, finished_at=time.time())
     await store.close()
 
-    store = Store(tmp_path / "k.sqlite3")  # the next process
+    store = make_store()  # the next process
     await store.open()
     runs = HookRunStore(store, retention_seconds=60)
     await runs.open()
@@ -39,8 +38,8 @@ async def test_unfinished_runs_are_marked_interrupted_at_open(tmp_path):
     await store.close()
 
 
-async def test_expired_records_vanish(tmp_path):
-    store = Store(tmp_path / "k.sqlite3")
+async def test_expired_records_vanish(make_store):
+    store = make_store()
     await store.open()
     runs = HookRunStore(store, retention_seconds=0.05)
     await runs.open()

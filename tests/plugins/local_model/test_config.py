@@ -104,4 +104,4 @@ async def test_a_file_that_is_not_a_model_stops_startup_when_loading_at_startup(
     # The failed start closed what it had opened (an open store thread would keep the
     # process alive after the error).
     with pytest.raises(RuntimeError, match="store is not open"):
-        _ = app.extensions["kernel"].store.db
+        await app.extensions["kernel"].store.fetchall("SELECT 1")

@@ -231,16 +231,16 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def open_response_store(tmp_path: Path) -> Callable[..., Any]:
-    """``async with open_response_store(cls=SqliteResponseStore) as rs``: a store on a real SQLite file."""
+def open_response_store(make_store: Callable[[], Any]) -> Callable[..., Any]:
+    """``async with open_response_store(cls=SqlResponseStore) as rs``: a store on a real database
+    (a SQLite file, then a fresh PostgreSQL schema: the tests using it run on both backends)."""
     from contextlib import asynccontextmanager
 
-    from kernel.store import Store
-    from plugins.openresponses.storage import SqliteResponseStore
+    from plugins.openresponses.storage import SqlResponseStore
 
     @asynccontextmanager
-    async def opened(cls: type[SqliteResponseStore] = SqliteResponseStore) -> Any:
-        store = Store(tmp_path / "db.sqlite3")
+    async def opened(cls: type[SqlResponseStore] = SqlResponseStore) -> Any:
+        store = make_store()
         await store.open()
         rs = cls(store)
         await rs.open()
@@ -254,6 +254,6 @@ def open_response_store(tmp_path: Path) -> Callable[..., Any]:
 
 @pytest.fixture
 async def responses(open_response_store: Callable[..., Any]) -> Any:
-    """A :class:`SqliteResponseStore` on a fresh SQLite file."""
+    """A :class:`SqlResponseStore` on a fresh database (each backend in turn)."""
     async with open_response_store() as rs:
         yield rs

@@ -134,18 +134,15 @@ def test_conversations_survive_a_restart(tmp_path):
         sdk.close()
 
 
-def test_idle_conversations_expire_by_conversation_retention(make_app, live_server, tmp_path):
+def test_idle_conversations_expire_by_conversation_retention(make_app, live_server, state_sql):
     app = stored_app(make_app, retention="none", conversation_retention="1h", sweep_interval_seconds=0.05)
-    state = tmp_path / "state"
     with live_server(app) as base:
         sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=TEST_TOKEN, max_retries=0)
         old = sdk.conversations.create(items=[{"role": "user", "content": "old"}])
         fresh = sdk.conversations.create(items=[{"role": "user", "content": "fresh"}])
-        with sqlite3.connect(state / "kernel.sqlite3") as db:
-            db.execute("UPDATE session_meta SET updated_at = updated_at - 7200 WHERE id = ?", (old.id,))
+        state_sql("UPDATE session_meta SET updated_at = updated_at - 7200 WHERE id = ?", (old.id,))
         wait_for(lambda: _gone(sdk, old.id))
-        with sqlite3.connect(state / "kernel.sqlite3") as db:
-            left = db.execute("SELECT count(*) FROM session_items WHERE session_key = ?", (old.id,)).fetchone()[0]
+        left = state_sql("SELECT count(*) FROM session_items WHERE session_key = ?", (old.id,))[0][0]
         assert left == 0
         assert sdk.conversations.retrieve(fresh.id).id == fresh.id
         sdk.close()

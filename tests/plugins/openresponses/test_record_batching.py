@@ -9,14 +9,14 @@ import pytest
 
 from kernel.store import Store
 from plugins.openresponses.batching import RecordWriter
-from plugins.openresponses.storage import ResponseRecord, SqliteResponseStore
+from plugins.openresponses.storage import ResponseRecord, SqlResponseStore
 
 # Far longer than any test may take: a record that waited for the window would hang the test.
 NEVER = 3600.0
 GUARD = 30.0  # a hang guard, not a timing assertion
 
 
-class CountingStore(SqliteResponseStore):
+class CountingStore(SqlResponseStore):
     """The real store, remembering the ids of each transaction's records."""
 
     def __init__(self, store: Store) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from kernel.store import Store
-from plugins.openresponses.storage import ResponseRecord, SqliteResponseStore, StoredEvent
+from plugins.openresponses.storage import ResponseRecord, SqlResponseStore, StoredEvent
 
 
 def record(rid: str, prev: str | None = None, owner: str = "default", **kw) -> ResponseRecord:
@@ -89,12 +87,11 @@ async def test_tombstone_keeps_only_the_id(responses):
     assert await responses.input_items("t", "default", limit=10, order="asc", after=None) is None
 
 
-async def test_survives_reopen(tmp_path: Path):
-    path = tmp_path / "db.sqlite3"
+async def test_survives_reopen(make_store):
     for step in ("write", "read"):
-        store = Store(path)
+        store = make_store()
         await store.open()
-        rs = SqliteResponseStore(store)
+        rs = SqlResponseStore(store)
         await rs.open()
         if step == "write":
             await rs.create(record("a"))

@@ -17,7 +17,7 @@ from .conftest import parse_sse, wait_for
 from .stored_support import Probe, error_of, stored_app
 
 
-def test_a_failed_event_log_write_leaves_a_tombstone_that_says_why(make_app, live_server, tmp_path, caplog):
+def test_a_failed_event_log_write_leaves_a_tombstone_that_says_why(make_app, live_server, state_sql, caplog):
     caplog.set_level(logging.ERROR, logger="plugins.openresponses")
     app = stored_app(make_app)
     with live_server(app) as base, httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30) as http:
@@ -36,8 +36,7 @@ def test_a_failed_event_log_write_leaves_a_tombstone_that_says_why(make_app, liv
         assert "storing it failed" in error["message"] and "disk I/O error" in error["message"]
         chained = error_of(http.post("/v1/responses", json={"input": "x", "previous_response_id": rid}), 400)
         assert chained["code"] == "previous_response_not_stored" and "storing it failed" in chained["message"]
-        with sqlite3.connect(tmp_path / "state" / "kernel.sqlite3") as db:
-            status, stored = db.execute("SELECT status, stored FROM or_responses WHERE id = ?", (rid,)).fetchone()
+        [(status, stored)] = state_sql("SELECT status, stored FROM or_responses WHERE id = ?", (rid,))
         assert stored == 0 and status == "not_stored"  # a final status: retention will expire it
         assert f"response {rid}: could not be stored" in caplog.text
         del store.append_events  # the database recovers: later responses are kept again

@@ -9,7 +9,7 @@ import threading
 import httpx
 
 from kernel.testing import AUTH_HEADERS, serve_in_thread
-from plugins.openresponses.storage import SqliteResponseStore
+from plugins.openresponses.storage import SqlResponseStore
 
 from .stored_support import stored_app
 
@@ -17,7 +17,7 @@ from .stored_support import stored_app
 def test_store_true_stream_starts_while_the_record_insert_is_held(make_app, monkeypatch):
     gate = threading.Event()
     holding = threading.Event()
-    real_create_many = SqliteResponseStore.create_many
+    real_create_many = SqlResponseStore.create_many
 
     async def held_create_many(self, records):
         import asyncio
@@ -27,7 +27,7 @@ def test_store_true_stream_starts_while_the_record_insert_is_held(make_app, monk
             await asyncio.sleep(0.01)
         return await real_create_many(self, records)
 
-    monkeypatch.setattr(SqliteResponseStore, "create_many", held_create_many)
+    monkeypatch.setattr(SqlResponseStore, "create_many", held_create_many)
     app = stored_app(make_app)
     with serve_in_thread(app) as base, httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=10) as http:
         body = {"model": "words", "input": "one two three", "stream": True, "store": True}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import httpx
@@ -39,19 +38,17 @@ def test_a_bad_retention_is_a_config_error_naming_the_key(make_app, bad):
     assert "[plugins.openresponses] retention" in message and "'30d'" in message
 
 
-def _backdate(state, response_id: str, seconds: float) -> None:
-    with sqlite3.connect(state / "kernel.sqlite3") as db:
-        db.execute("UPDATE or_responses SET created_at = created_at - ? WHERE id = ?", (seconds, response_id))
+def _backdate(sql, response_id: str, seconds: float) -> None:
+    sql("UPDATE or_responses SET created_at = created_at - ? WHERE id = ?", (seconds, response_id))
 
 
-def _count(state, table: str, response_id: str) -> int:
-    with sqlite3.connect(state / "kernel.sqlite3") as db:
-        return db.execute(f"SELECT count(*) FROM {table} WHERE response_id = ?", (response_id,)).fetchone()[0]
+def _count(sql, table: str, response_id: str) -> int:
+    return sql(f"SELECT count(*) FROM {table} WHERE response_id = ?", (response_id,))[0][0]
 
 
-def test_the_sweep_deletes_expired_responses_and_their_logs(make_app, live_server, tmp_path):
+def test_the_sweep_deletes_expired_responses_and_their_logs(make_app, live_server, state_sql):
     app = stored_app(make_app, retention="1h", sweep_interval_seconds=0.05)
-    state = tmp_path / "state"
+    state = state_sql
     with live_server(app) as base, httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30) as http:
         old_id = parse_sse(http.post("/v1/responses", json={"input": "old", "stream": True}).content)[0][
             "response"]["id"]

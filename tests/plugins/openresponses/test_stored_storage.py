@@ -6,9 +6,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from kernel.store import Store
+from kernel.store import SqliteStore
 from plugins.openresponses.replay import salvage_output
-from plugins.openresponses.storage import ResponseRecord, SqliteResponseStore, StoredEvent
+from plugins.openresponses.storage import ResponseRecord, SqlResponseStore, StoredEvent
 
 
 def record(rid: str, prev: str | None = None, owner: str = "default", **kw) -> ResponseRecord:
@@ -87,10 +87,10 @@ async def test_a_database_from_before_model_input_is_migrated(tmp_path: Path):
                       created_at REAL NOT NULL, updated_at REAL NOT NULL, resource TEXT NOT NULL,
                       output_items TEXT NOT NULL)""")
         db.execute("INSERT INTO or_responses VALUES ('old', 'default', NULL, 'completed', 1, 0, 1, 1, '{}', '[]')")
-    store = Store(path)
+    store = SqliteStore(path)
     await store.open()
     try:
-        rs = SqliteResponseStore(store)
+        rs = SqlResponseStore(store)
         await rs.open()
         await rs.open()  # idempotent
         assert (await rs.get("old", "default")).model_input == []

@@ -1,4 +1,4 @@
-"""The embedded response store: SQLite through the kernel's :class:`kernel.store.Store`."""
+"""The response store on the kernel's :class:`kernel.store.Store` (SQLite or PostgreSQL, one SQL)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from kernel.store import Store
+from kernel.store import Migration, Schema, Store, Transaction, migrate
 from plugins.openresponses.storage.base import (
     ChainLink,
     InputItemsPage,
@@ -18,45 +18,72 @@ from plugins.openresponses.storage.base import (
 )
 from plugins.openresponses.storage.damaged import DamagedRecordError, failed_resource, loads, report
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS or_responses (
-        id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        previous_response_id TEXT,
-        status TEXT NOT NULL,
-        stored INTEGER NOT NULL,
-        background INTEGER NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        resource TEXT NOT NULL,
-        output_items TEXT NOT NULL,
-        model_input TEXT NOT NULL DEFAULT '[]',
-        agent TEXT NOT NULL DEFAULT ''
-    )""",
-    "CREATE INDEX IF NOT EXISTS or_responses_created ON or_responses (created_at)",
-    "CREATE INDEX IF NOT EXISTS or_responses_status ON or_responses (status)",
-    """CREATE TABLE IF NOT EXISTS or_input_items (
-        response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE,
-        position INTEGER NOT NULL,
-        item_id TEXT NOT NULL,
-        item TEXT NOT NULL,
-        PRIMARY KEY (response_id, position)
-    )""",
-    """CREATE TABLE IF NOT EXISTS or_events (
-        response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (response_id, seq)
-    )""",
-    # Ids of the items a response holds (its input as the model saw it, and its output),
-    # so item_reference inputs find a stored item without scanning every response.
-    """CREATE TABLE IF NOT EXISTS or_item_refs (
-        item_id TEXT NOT NULL,
-        response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE
-    )""",
-    "CREATE INDEX IF NOT EXISTS or_item_refs_item ON or_item_refs (item_id)",
-    "CREATE INDEX IF NOT EXISTS or_item_refs_response ON or_item_refs (response_id)",
-]
+
+async def _model_input_column(tx: Transaction) -> None:
+    """A SQLite file made before chaining kept the model's view lacks ``model_input``."""
+    if tx.dialect != "sqlite":
+        return
+    columns = {row["name"] for row in await tx.fetchall("PRAGMA table_info(or_responses)")}
+    if "model_input" not in columns:
+        await tx.execute("ALTER TABLE or_responses ADD COLUMN model_input TEXT NOT NULL DEFAULT '[]'")
+
+
+
+async def _agent_column(tx: Transaction) -> None:
+    """The agent that answered, for the operator listing's filter (added with the console)."""
+    if tx.dialect == "postgresql":
+        await tx.execute("ALTER TABLE or_responses ADD COLUMN IF NOT EXISTS agent TEXT NOT NULL DEFAULT ''")
+        return
+    columns = {row["name"] for row in await tx.fetchall("PRAGMA table_info(or_responses)")}
+    if "agent" not in columns:
+        await tx.execute("ALTER TABLE or_responses ADD COLUMN agent TEXT NOT NULL DEFAULT ''")
+
+
+SCHEMA = Schema("openresponses", (
+    Migration(1, "stored responses, input items, event logs, item references", (
+        """CREATE TABLE IF NOT EXISTS or_responses (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            previous_response_id TEXT,
+            status TEXT NOT NULL,
+            stored INTEGER NOT NULL,
+            background INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            resource TEXT NOT NULL,
+            output_items TEXT NOT NULL,
+            model_input TEXT NOT NULL DEFAULT '[]'
+        )""",
+        "CREATE INDEX IF NOT EXISTS or_responses_created ON or_responses (created_at)",
+        "CREATE INDEX IF NOT EXISTS or_responses_status ON or_responses (status)",
+        """CREATE TABLE IF NOT EXISTS or_input_items (
+            response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            item_id TEXT NOT NULL,
+            item TEXT NOT NULL,
+            PRIMARY KEY (response_id, position)
+        )""",
+        """CREATE TABLE IF NOT EXISTS or_events (
+            response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (response_id, seq)
+        )""",
+        # Ids of the items a response holds (its input as the model saw it, and its output),
+        # so item_reference inputs find a stored item without scanning every response.
+        """CREATE TABLE IF NOT EXISTS or_item_refs (
+            item_id TEXT NOT NULL,
+            response_id TEXT NOT NULL REFERENCES or_responses (id) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX IF NOT EXISTS or_item_refs_item ON or_item_refs (item_id)",
+        "CREATE INDEX IF NOT EXISTS or_item_refs_response ON or_item_refs (response_id)",
+    )),
+    Migration(2, "stored responses: the model's input (chaining)", (_model_input_column,)),
+    Migration(3, "stored responses: the agent, and an index for the owner's listing", (
+        _agent_column,
+        "CREATE INDEX IF NOT EXISTS or_responses_owner_created ON or_responses (owner, created_at)",
+    )),
+))
 
 _COLUMNS = ("id, owner, previous_response_id, status, stored, background, created_at, updated_at, resource, "
             "output_items, model_input, agent")
@@ -147,21 +174,15 @@ def _rows(record: ResponseRecord, now: float) -> tuple[tuple[Any, ...], list[tup
     return response, inputs, refs
 
 
-class SqliteResponseStore:
-    """:class:`~plugins.openresponses.storage.base.ResponseStore` on SQLite (WAL, transactions)."""
+class SqlResponseStore:
+    """:class:`~plugins.openresponses.storage.base.ResponseStore` on the kernel's store."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
     async def open(self) -> None:
-        await self.store.ensure_schema(SCHEMA)
-        columns = {row["name"] for row in await self.store.fetchall("PRAGMA table_info(or_responses)")}
-        if "model_input" not in columns:  # a database made before chaining kept the model's view
-            await self.store.execute("ALTER TABLE or_responses ADD COLUMN model_input TEXT NOT NULL DEFAULT '[]'")
-        if "agent" not in columns:  # a database made before the console's listing recorded the agent
-            await self.store.execute("ALTER TABLE or_responses ADD COLUMN agent TEXT NOT NULL DEFAULT ''")
-        await self.store.execute(
-            "CREATE INDEX IF NOT EXISTS or_responses_owner_created ON or_responses (owner, created_at)")
+        """Bring the tables up to date (a no-op once the kernel migrated them at startup)."""
+        await migrate(self.store, [SCHEMA])
 
     async def owner(self, response_id: str) -> str | None:
         row = await self.store.fetchone("SELECT owner FROM or_responses WHERE id = ?", (response_id,))
@@ -179,16 +200,19 @@ class SqliteResponseStore:
         if status:
             where.append("status = ?")
             params.append(status)
+        # Newest first. created_at has whole seconds: SQLite's insert order breaks ties;
+        # PostgreSQL has none to offer, so there the id does (stable, if not insert order).
+        tie = "rowid" if self.store.dialect == "sqlite" else "id"
         if after:
-            cursor = await self.store.fetchone("SELECT created_at, rowid FROM or_responses WHERE id = ?", (after,))
+            cursor = await self.store.fetchone(f"SELECT created_at, {tie} AS tie FROM or_responses WHERE id = ?",
+                                               (after,))
             if cursor is None:
                 return ResponsePage([], has_more=False, cursor_found=False)
-            # Newest first. created_at has whole seconds: the insert order breaks ties.
-            where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
-            params += [cursor["created_at"], cursor["created_at"], cursor["rowid"]]
+            where.append(f"(created_at < ? OR (created_at = ? AND {tie} < ?))")
+            params += [cursor["created_at"], cursor["created_at"], cursor["tie"]]
         rows = await self.store.fetchall(
             f"SELECT {_COLUMNS} FROM or_responses WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, rowid DESC LIMIT ?", (*params, limit + 1))
+            f"ORDER BY created_at DESC, {tie} DESC LIMIT ?", (*params, limit + 1))
         records = [_record(row) for row in rows[:limit]]
         return ResponsePage(records, has_more=len(rows) > limit)
 
@@ -218,12 +242,12 @@ class SqliteResponseStore:
     ) -> int:
         resource_json, output_json = _dumps(resource), _dumps(output_items)
         async with self.store.transaction() as db:
-            cur = await db.execute(
+            changed = await db.execute(
                 "UPDATE or_responses SET status = ?, resource = ?, output_items = ?, updated_at = ? "
                 "WHERE id = ? AND stored = 1",
                 (status, resource_json, output_json, time.time(), response_id),
             )
-            if cur.rowcount:
+            if changed:
                 await db.executemany(
                     "INSERT INTO or_item_refs (item_id, response_id) VALUES (?, ?)",
                     [(item_id, response_id) for item_id in _item_ids(output_items)],
@@ -235,7 +259,8 @@ class SqliteResponseStore:
             return 0
         rows = [(response_id, e.sequence_number, _dumps(e.data)) for e in events]
         async with self.store.transaction() as db:
-            await db.executemany("INSERT OR IGNORE INTO or_events (response_id, seq, data) VALUES (?, ?, ?)", rows)
+            await db.executemany(
+                "INSERT INTO or_events (response_id, seq, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
         return sum(len(row[2]) for row in rows)
 
     async def events_after(self, response_id: str, after: int) -> list[StoredEvent]:
@@ -323,8 +348,7 @@ class SqliteResponseStore:
 
     async def delete(self, response_id: str, owner: str) -> bool:
         async with self.store.transaction() as db:
-            cur = await db.execute("DELETE FROM or_responses WHERE id = ? AND owner = ?", (response_id, owner))
-            return cur.rowcount > 0
+            return await db.execute("DELETE FROM or_responses WHERE id = ? AND owner = ?", (response_id, owner)) > 0
 
     async def input_item(self, response_id: str, item_id: str) -> dict[str, Any] | None:
         row = await self.store.fetchone(
@@ -363,12 +387,11 @@ class SqliteResponseStore:
         removed = 0
         while True:
             async with self.store.transaction() as db:
-                cur = await db.execute(
+                count = await db.execute(
                     f"DELETE FROM or_responses WHERE id IN (SELECT id FROM or_responses WHERE created_at < ? "
                     f"AND status NOT IN ({', '.join('?' * len(_ACTIVE))}) LIMIT ?)",
                     (older_than, *_ACTIVE, batch),
                 )
-                count = cur.rowcount
             removed += count
             if count < batch:
                 return removed
