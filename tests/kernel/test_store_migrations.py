@@ -148,7 +148,7 @@ def test_store_status_and_migrate_commands(tmp_path, store_backend, request):
     again = runner.invoke(cli, ["store", "migrate", "--config", str(config)])
     assert "up to date: nothing to apply" in again.output
     after = runner.invoke(cli, ["store", "status", "--config", str(config)])
-    assert "kernel: version 2 (up to date)" in after.output and "openresponses: version 2 (up to date)" in after.output
+    assert "kernel: version 2 (up to date)" in after.output and "openresponses: version 3 (up to date)" in after.output
 
 
 async def test_a_kernel_on_postgresql_keeps_sessions_and_responses_across_a_restart(make_app, running, pg_url):
