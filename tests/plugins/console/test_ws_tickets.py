@@ -14,7 +14,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from kernel.testing import TEST_TOKEN
 from plugins.console.session import COOKIE_NAME, Session
-from plugins.console.tickets import Tickets, TicketRefused
+from plugins.console.tickets import TicketRefused, Tickets
 
 from .conftest import ALICE_SECRET, BOB_SECRET, Console
 from .test_security import csrf_of
