@@ -215,6 +215,29 @@ def test_stop_cancels_a_slow_run_over_websocket(console: Console, context: Any) 
     assert len(sockets.opened) == 2 and sockets.opened[0]["url"] != sockets.opened[1]["url"]
 
 
+def test_a_refused_request_over_websocket_shows_its_error_and_the_socket_stays_usable(
+        console: Console, context: Any) -> None:
+    page = sign_in(context, console, ALICE_SECRET)
+    sockets = Sockets(page)
+    page.goto(f"{console.base}/console/playground")
+    page.click("#pg-options summary")
+    page.fill("#pg-tools", '[{"type": "function", "parameters": {"type": "object"}}]')  # no name
+    page.fill("#pg-message", "refused")
+    page.click("#pg-send")
+    page.wait_for_selector("#pg-error:not([hidden])")
+    assert "name" in page.text_content("#pg-error")
+    page.wait_for_function("() => !document.getElementById('pg-send').disabled")
+    assert page.text_content("#pg-status") == "failed" and page.is_disabled("#pg-stop")
+    page.fill("#pg-tools", "")
+    page.fill("#pg-message", "accepted")
+    page.click("#pg-send")
+    page.wait_for_function("() => document.getElementById('pg-status').textContent === 'completed'")
+    assert page.locator(".answer").last.text_content() == "accepted" and page.is_hidden("#pg-error")
+    assert len(sockets.opened) == 1 and transport_of(page) == "websocket"
+    errors = [f for f in sockets.opened[0]["received"] if f["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["status"] == 400
+
+
 def test_without_websocket_the_playground_streams_and_stops_over_sse(console: Console, context: Any) -> None:
     page = sign_in(context, console, ALICE_SECRET)
     sockets = Sockets(page)
