@@ -163,12 +163,17 @@ async function openTurn(body) {
   if (wsPath && typeof WebSocket === "function") {
     let ws = null;
     try { ws = await openSocket(); } catch { ws = null; }  // unavailable: fall back to SSE
-    if (ws) {
-      if (stopRequested) { ws.close(1000, "stopped"); const e = new Error("stopped"); e.name = "AbortError"; throw e; }
+    if (ws && stopRequested) ws.close(1000, "stopped");
+    if (ws && !stopRequested) {
       turnSocket = ws;
       setTransport("websocket");
       return socketEvents(ws, body);
     }
+  }
+  if (stopRequested) {  // Stop was pressed while the socket was being opened: send nothing
+    const stopped = new Error("stopped");
+    stopped.name = "AbortError";
+    throw stopped;
   }
   setTransport("sse");
   return sseTurn(body);
