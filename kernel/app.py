@@ -8,6 +8,7 @@ import inspect
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from quart import Quart, Response, g, has_request_context, jsonify, request, websocket
@@ -118,17 +119,19 @@ def _register_kernel_routes(app: Quart, kernel: Kernel) -> None:
 # --------------------------------------------------------------------------- per request
 
 
-def authenticated_principal(kernel: Kernel, headers: Any, method: str = "GET", *, websocket: bool = False) -> str:
+def authenticated_principal(kernel: Kernel, headers: Any, method: str = "GET", *, websocket: bool = False,
+                            query: Mapping[str, str] | None = None) -> str:
     """The principal of the request's bearer secret; 401 when it is missing or wrong.
 
     Without an ``Authorization`` header, plugins' ``authenticate_request`` hooks may
-    name the principal (the console's browser session cookie does).
+    name the principal (the console's browser session cookie does; on a WebSocket
+    upgrade, with the short-lived ticket in ``query``).
     """
     header = headers.get("authorization")
     principal = kernel.auth.principal_for(bearer_token(header))
     if principal is None and header is None:
         principal = kernel.pm.hook.authenticate_request(kernel=kernel, headers=headers, method=method,
-                                                        websocket=websocket)
+                                                        websocket=websocket, query=query or {})
         if principal is not None and not kernel.auth.knows(principal):
             principal = None
     if principal is None:
@@ -172,7 +175,7 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
         view = app.view_functions.get(websocket.endpoint) if websocket.endpoint else None
         if view is None or is_public(view):
             return
-        g.principal = authenticated_principal(kernel, websocket.headers, websocket=True)
+        g.principal = authenticated_principal(kernel, websocket.headers, websocket=True, query=websocket.args)
 
     @app.after_request
     async def stamp_and_log(response: Response) -> Response:

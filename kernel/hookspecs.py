@@ -7,7 +7,7 @@ work happens in Quart views and the kernel's async services. Implement a hook wi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -97,7 +97,8 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec(firstresult=True)
-def authenticate_request(kernel: Kernel, headers: Any, method: str, websocket: bool) -> str | None:
+def authenticate_request(kernel: Kernel, headers: Any, method: str, websocket: bool,
+                         query: Mapping[str, str]) -> str | None:
     """Name the principal of a request that carries no ``Authorization`` header.
 
     Called for every request to a non-public route without a bearer secret (a request
@@ -106,7 +107,10 @@ def authenticate_request(kernel: Kernel, headers: Any, method: str, websocket: b
     principal, or ``None`` to pass (the request is then refused with 401). Raise
     :class:`kernel.ApiError` to refuse with a precise reason (e.g. a browser session
     without its CSRF token). The first non-None answer wins. ``websocket`` is True for
-    WebSocket upgrades (``method`` is then ``GET``).
+    WebSocket upgrades (``method`` is then ``GET``). ``query`` holds a WebSocket upgrade's
+    query parameters (a browser can set no header on an upgrade, so a short-lived ticket
+    travels there; the kernel never logs query strings); it is empty for HTTP requests,
+    whose secrets belong in headers.
     """
 
 

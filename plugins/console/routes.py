@@ -1,4 +1,4 @@
-"""The console's Blueprint: server-rendered pages, its static files, and two JSON routes for live runs.
+"""The console's Blueprint: server-rendered pages, its static files, JSON routes for live runs and WebSocket tickets.
 
 Pages are public views that check the session cookie themselves (a visitor without
 one is sent to the sign-in page); the JSON routes are ordinary gateway routes, so a
@@ -15,19 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from quart import Blueprint, Response, g, jsonify, redirect, render_template, request, send_from_directory
+from quart import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, send_from_directory
 
-from kernel import is_admin, public
+from kernel import ApiError, is_admin, public
 from kernel.http import read_body
 from plugins.console import overview
 from plugins.console.runs import active_runs, cancel_run
 from plugins.console.session import COOKIE_NAME, LOGIN_COOKIE_NAME, Session, Sessions
 from plugins.console.settings import ConsoleSettings
+from plugins.console.tickets import TICKET_PARAM, TicketRefused, Tickets
 
 if TYPE_CHECKING:
     from kernel.runtime import Kernel
 
 STATIC_DIR = Path(__file__).parent / "static"
+RESPONSES_PATH = "/v1/responses"
 MAX_FORM_BYTES = 16_384
 LOGIN_COOKIE_SECONDS = 3600
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -41,7 +43,15 @@ SECURITY_HEADERS = {
 }
 
 
-def blueprint(kernel: Kernel, settings: ConsoleSettings, sessions: Sessions) -> Blueprint:
+def websocket_path(app: Any) -> str | None:
+    """``/v1/responses`` when the app serves its WebSocket mode (the openresponses plugin), else None."""
+    for rule in app.url_map.iter_rules():
+        if getattr(rule, "websocket", False) and rule.rule == RESPONSES_PATH:
+            return RESPONSES_PATH
+    return None
+
+
+def blueprint(kernel: Kernel, settings: ConsoleSettings, sessions: Sessions, tickets: Tickets) -> Blueprint:
     """The console's routes around one kernel."""
     bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
     version = overview.gateway_version()
@@ -132,7 +142,8 @@ def blueprint(kernel: Kernel, settings: ConsoleSettings, sessions: Sessions) -> 
         if session is None:
             return to_login()
         names = sorted(kernel.agents.agents)
-        return await page("playground.html", session, agents=names, default_agent=kernel.settings.kernel.default_agent)
+        return await page("playground.html", session, agents=names, default_agent=kernel.settings.kernel.default_agent,
+                          websocket_path=websocket_path(current_app))
 
     @bp.get("/responses")
     @public
@@ -176,6 +187,23 @@ def blueprint(kernel: Kernel, settings: ConsoleSettings, sessions: Sessions) -> 
     @bp.post("/api/runs/<run_id>/cancel")
     async def cancel(run_id: str) -> Response:
         return jsonify(cancel_run(kernel, g.principal, run_id))
+
+    @bp.post("/api/ws-ticket")
+    async def ws_ticket() -> Response:
+        # Reached only with the cookie and its CSRF token (or a bearer secret, which needs no ticket).
+        session = current()
+        if request.headers.get("authorization") or session is None or session.principal != g.principal:
+            raise ApiError(403, "WebSocket tickets are for signed-in console pages; API clients open the socket "
+                           "with 'Authorization: Bearer'", code="not_a_console_session")
+        try:
+            ticket = tickets.issue(session)
+        except TicketRefused as exc:
+            raise ApiError(429, str(exc), code="rate_limit_exceeded", headers={"Retry-After": "5"}) from None
+        path = websocket_path(current_app)
+        if path is None:
+            raise ApiError(404, "this gateway serves no WebSocket mode on /v1/responses", code="not_found")
+        return jsonify({"ticket": ticket, "param": TICKET_PARAM, "path": path,
+                        "expires_in": tickets.ttl_seconds})
 
     return bp
 

@@ -362,10 +362,12 @@ async def test_register_tools_adds_a_kind_the_agent_loop_runs(tmp_path):
 
 async def test_authenticate_request_names_the_principal_of_a_request_without_a_bearer(tmp_path, running):
     from quart import g
+    from quart import websocket as quart_websocket
 
     from kernel import ApiError
 
     calls: list[tuple[str, bool]] = []
+    queries: list[dict[str, str]] = []
 
     class HeaderAuth:
         @hookimpl
@@ -376,12 +378,18 @@ async def test_authenticate_request_names_the_principal_of_a_request_without_a_b
             async def who():
                 return jsonify({"principal": g.principal})
 
+            async def who_socket():
+                await quart_websocket.accept()
+                await quart_websocket.send(g.principal)
+
+            bp.add_websocket("/who", "who_socket", who_socket)
             return [bp]
 
         @hookimpl
-        def authenticate_request(self, kernel, headers, method, websocket):
+        def authenticate_request(self, kernel, headers, method, websocket, query):
             calls.append((method, websocket))
-            name = headers.get("x-test-user")
+            queries.append(dict(query))
+            name = headers.get("x-test-user") or query.get("user")
             if name == "refuse":
                 raise ApiError(403, "refused by the test plugin", code="refused")
             return name
@@ -404,6 +412,12 @@ async def test_authenticate_request_names_the_principal_of_a_request_without_a_b
         assert (await right.get_json())["principal"] == "default" and calls == []
         # Public routes never ask.
         assert (await client.get("/-/health")).status_code == 200 and calls == []
+        # An HTTP query never reaches the hook (secrets go in headers); an upgrade's does.
+        queries.clear()
+        assert (await client.get("/who?user=ci")).status_code == 401 and queries == [{}]
+        async with client.websocket("/who?user=ci") as socket:
+            assert await socket.receive() == "ci"
+        assert calls[-1] == ("GET", True) and queries[-1] == {"user": "ci"}
 
 
 def test_two_plugins_registering_one_provider_kind_is_an_error(tmp_path):

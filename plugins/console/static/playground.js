@@ -1,5 +1,6 @@
-// The playground: streams a response over POST /v1/responses (SSE), token by token, with
-// its event timeline, tool-call cards, previous_response_id chaining and a stop button.
+// The playground: streams a response over /v1/responses (WebSocket mode when the gateway
+// serves it, else SSE), token by token, with its event timeline, tool-call cards,
+// previous_response_id chaining and a stop button.
 import { api, el, requestInit, showError } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -80,6 +81,104 @@ async function* sseEvents(response) {
   }
 }
 
+// WebSocket mode of /v1/responses (when the gateway serves it): one socket kept across turns,
+// opened with a single-use ticket (the cookie alone never opens a socket). SSE otherwise.
+const wsPath = form.dataset.websocket || null;
+const TERMINAL = new Set(["response.completed", "response.incomplete", "response.failed"]);
+let socket = null;        // the open WebSocket, reused by the next turn
+let turnSocket = null;    // the socket the running turn streams on (Stop closes it)
+let stopRequested = false;
+
+function setTransport(kind) {
+  const label = $("pg-transport");
+  label.textContent = kind === "websocket" ? "WebSocket" : wsPath ? "SSE (fallback)" : "SSE";
+  label.dataset.transport = kind;
+}
+
+async function openSocket() {
+  if (socket && socket.readyState === WebSocket.OPEN) return socket;
+  const grant = await api("/console/api/ws-ticket", "POST");
+  const url = new URL(grant.path, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.search = new URLSearchParams({ [grant.param]: grant.ticket }).toString();
+  const ws = new WebSocket(url.href);
+  await new Promise((resolve, reject) => {
+    ws.addEventListener("open", resolve, { once: true });
+    ws.addEventListener("close", () => reject(new Error("the WebSocket was refused")), { once: true });
+  });
+  ws.addEventListener("close", () => { if (socket === ws) socket = null; });
+  socket = ws;
+  return ws;
+}
+
+/** The events of one turn on an open socket: sends response.create, ends at the turn's last event. */
+async function* socketEvents(ws, body) {
+  const queue = [];
+  let wake = null;
+  const push = (entry) => { queue.push(entry); if (wake) { wake(); wake = null; } };
+  const onMessage = (message) => {
+    try { push({ event: JSON.parse(message.data) }); } catch { push({ event: { type: "error", message: "not JSON" } }); }
+  };
+  const onClose = (close) => push({ closed: close });
+  ws.addEventListener("message", onMessage);
+  ws.addEventListener("close", onClose);
+  try {
+    ws.send(JSON.stringify({ type: "response.create", ...body }));
+    let started = false;
+    for (;;) {
+      while (!queue.length) await new Promise((resolve) => { wake = resolve; });
+      const next = queue.shift();
+      if (next.closed) {
+        const error = new Error(`the WebSocket closed (${next.closed.code} ${next.closed.reason})`);
+        if (stopRequested) error.name = "AbortError";
+        throw error;
+      }
+      yield next.event;
+      const type = next.event.type;
+      if (type === "response.created") started = true;
+      // A refused request is one error event; a run that fails mid-turn sends error, then response.failed.
+      if (TERMINAL.has(type) || (type === "error" && !started)) return;
+    }
+  } finally {
+    ws.removeEventListener("message", onMessage);
+    ws.removeEventListener("close", onClose);
+  }
+}
+
+async function sseTurn(body) {
+  controller = new AbortController();
+  const init = requestInit("POST", { ...body, stream: true, background: true });
+  const response = await fetch("/v1/responses", { ...init, signal: controller.signal,
+    headers: { ...init.headers, Accept: "text/event-stream" } });
+  if (!response.ok) {
+    let data = null;
+    try { data = await response.json(); } catch { /* not JSON */ }
+    throw new Error((data && data.error && data.error.message) || `HTTP ${response.status}`);
+  }
+  return sseEvents(response);
+}
+
+/** The turn's events over WebSocket when the gateway serves it, else (or when it fails to open) SSE. */
+async function openTurn(body) {
+  if (wsPath && typeof WebSocket === "function") {
+    let ws = null;
+    try { ws = await openSocket(); } catch { ws = null; }  // unavailable: fall back to SSE
+    if (ws && stopRequested) ws.close(1000, "stopped");
+    if (ws && !stopRequested) {
+      turnSocket = ws;
+      setTransport("websocket");
+      return socketEvents(ws, body);
+    }
+  }
+  if (stopRequested) {  // Stop was pressed while the socket was being opened: send nothing
+    const stopped = new Error("stopped");
+    stopped.name = "AbortError";
+    throw stopped;
+  }
+  setTransport("sse");
+  return sseTurn(body);
+}
+
 async function send(input, chainOnto, isToolOutput = false) {
   errorBox.hidden = true;
   let body;
@@ -88,7 +187,7 @@ async function send(input, chainOnto, isToolOutput = false) {
     const choice = $("pg-tool-choice").value;
     if (choice) body.tool_choice = choice;
   }
-  Object.assign(body, { input, stream: true, background: true, store: true });
+  Object.assign(body, { input, store: true });
   if (chainOnto) body.previous_response_id = chainOnto;
 
   const userText = typeof input === "string" ? input : input.map((i) => `tool output [${i.call_id}]: ${i.output}`).join("\n");
@@ -100,18 +199,11 @@ async function send(input, chainOnto, isToolOutput = false) {
   $("pg-json").textContent = "";
   sendButton.disabled = true;
   stopButton.disabled = false;
+  stopRequested = false;
   setStatus("sending");
-  controller = new AbortController();
   const started = performance.now();
   try {
-    const response = await fetch("/v1/responses", { ...requestInit("POST", body), signal: controller.signal,
-      headers: { ...requestInit("POST", body).headers, Accept: "text/event-stream" } });
-    if (!response.ok) {
-      let data = null;
-      try { data = await response.json(); } catch { /* not JSON */ }
-      throw new Error((data && data.error && data.error.message) || `HTTP ${response.status}`);
-    }
-    for await (const event of sseEvents(response)) {
+    for await (const event of await openTurn(body)) {
       addTimeline(event, started);
       switch (event.type) {
         case "response.created":
@@ -137,6 +229,7 @@ async function send(input, chainOnto, isToolOutput = false) {
           break;
         case "error":
           showError(errorBox, (event.error && event.error.message) || event.message || "stream error");
+          if (!currentId) setStatus("failed");
           break;
         default:
           break;
@@ -151,6 +244,7 @@ async function send(input, chainOnto, isToolOutput = false) {
     stopButton.disabled = true;
     currentId = null;
     controller = null;
+    turnSocket = null;
   }
 }
 
@@ -163,6 +257,12 @@ form.addEventListener("submit", (event) => {
 
 stopButton.addEventListener("click", async () => {
   stopButton.disabled = true;
+  stopRequested = true;
+  if (turnSocket) {
+    // WebSocket mode has no cancel message: closing the socket cancels its turn (kept as cancelled).
+    turnSocket.close(1000, "stopped");
+    return;
+  }
   const id = currentId;
   try {
     if (id) await api(`/v1/responses/${encodeURIComponent(id)}/cancel`, "POST");

@@ -3,6 +3,7 @@
 import { ApiError, api, el, showError } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
+const uPlot = window.uPlot;
 const TIME_KEYS = ["day", "date", "bucket", "bucket_start", "start", "period", "time", "timestamp"];
 const PALETTE = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4b5563"];
 
@@ -26,9 +27,22 @@ function timeOf(row) {
 const tokensOf = (r) => r.total_tokens ?? ((r.input_tokens || 0) + (r.output_tokens || 0));
 const requestsOf = (r) => r.requests ?? r.runs ?? r.count ?? 0;
 
+const DAY = 86400;
+const dayLabel = (t) => new Date(t * 1000).toLocaleDateString("en", { month: "short", day: "numeric", timeZone: "UTC" });
+const MIN_DAYS = 7;
+
+/** The times to plot: for daily buckets every day from a week before the newest (days without usage are 0). */
+function timeline(rows) {
+  const times = [...new Set(rows.map(timeOf))].sort((a, b) => a - b);
+  if (!times.length || !times.every((t) => t % DAY === 0)) return times;
+  const last = times[times.length - 1];
+  const first = Math.min(times[0], last - (MIN_DAYS - 1) * DAY);
+  return Array.from({ length: (last - first) / DAY + 1 }, (_, i) => first + i * DAY);
+}
+
 /** {x: [times], series: {name: [values]}} summing `value` per time and `group`. */
 function pivot(rows, group, value) {
-  const times = [...new Set(rows.map(timeOf))].sort((a, b) => a - b);
+  const times = timeline(rows);
   const index = new Map(times.map((t, i) => [t, i]));
   const series = {};
   for (const row of rows) {
@@ -44,13 +58,18 @@ function chart(title, { x, series }) {
   $("us-charts").append(box);
   const names = Object.keys(series);
   if (!x.length || !names.length) { box.append(el("p", { class: "muted", text: "No usage recorded yet." })); return; }
+  const daily = x.every((t) => t % DAY === 0);
   const opts = {
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
     width: Math.min(920, box.clientWidth - 32), height: 240,
     series: [{}, ...names.map((name, i) => ({ label: name, stroke: PALETTE[i % PALETTE.length], width: 2,
       points: { show: x.length < 40 } }))],
-    axes: [{}, { size: 60 }],
+    // Daily buckets are UTC days: label them as dates, one tick per day (or week, month when crowded).
+    axes: [daily ? { incrs: [DAY, 7 * DAY, 28 * DAY], values: (_u, splits) => splits.map(dayLabel) } : {},
+      { size: 60 }],
+    scales: { y: { range: (_u, _min, max) => [0, max > 0 ? Math.ceil(max * 1.1) : 1] } },
   };
-  new window.uPlot(opts, [x, ...names.map((n) => series[n])], box);
+  new uPlot(opts, [x, ...names.map((n) => series[n])], box);
 }
 
 function agentTable(rows) {

@@ -19,7 +19,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 CONSOLE_CONFIG: dict[str, Any] = {
     "kernel": {"auth": {"keys": {"alice": {"secret": ALICE_SECRET}, "bob": {"secret": BOB_SECRET}}}},
-    "plugins": {"openresponses": {"enabled": True}, "console": {"enabled": True, "runs_refresh_seconds": 0.5}},
+    "plugins": {"openresponses": {"enabled": True}, "console": {"enabled": True, "runs_refresh_seconds": 0.5,
+                                                                 "websocket_ticket_seconds": 3}},
     "providers": {"slow": {"kind": "echo", "delay_seconds": 0.5}},
     "agents": {"main": {"provider": "echo", "description": "echoes your words"}, "slow": {"provider": "slow"}},
 }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -49,6 +52,32 @@ def status_of(console: Console, secret: str, rid: str) -> str:
         return http.get(f"/v1/responses/{rid}").json()["status"]
 
 
+def wait_for_status(console: Console, secret: str, rid: str, wanted: str) -> str:
+    deadline = time.monotonic() + 10
+    while (status := status_of(console, secret, rid)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return status
+
+
+class Sockets:
+    """The WebSockets a page opens, as Playwright sees them: URL, frames each way, closed or not."""
+
+    def __init__(self, page: Any) -> None:
+        self.opened: list[dict[str, Any]] = []
+        page.on("websocket", self._on_socket)
+
+    def _on_socket(self, ws: Any) -> None:
+        entry: dict[str, Any] = {"url": ws.url, "sent": [], "received": [], "closed": False}
+        ws.on("framesent", lambda payload: entry["sent"].append(json.loads(payload)))
+        ws.on("framereceived", lambda payload: entry["received"].append(json.loads(payload)))
+        ws.on("close", lambda _ws: entry.update(closed=True))
+        self.opened.append(entry)
+
+
+def transport_of(page: Any) -> str | None:
+    return page.get_attribute("#pg-transport", "data-transport")
+
+
 def test_sign_in_refuses_a_wrong_token_and_the_overview_lists_plugins_and_agents(
         console: Console, context: Any) -> None:
     page = context.new_page()
@@ -82,9 +111,11 @@ def test_sign_in_refuses_a_wrong_token_and_the_overview_lists_plugins_and_agents
     assert page.url.endswith("/console/login")
 
 
-def test_playground_streams_an_answer_live_and_shows_the_timeline(console: Console, context: Any) -> None:
+def test_playground_streams_an_answer_live_over_websocket_and_shows_the_timeline(
+        console: Console, context: Any) -> None:
     page = sign_in(context, console, ALICE_SECRET)
     violations = watch_csp(page)
+    sockets = Sockets(page)
     page.goto(f"{console.base}/console/playground")
     page.select_option("#pg-agent", "slow")
     page.fill("#pg-message", "tokens arrive one by one")
@@ -115,10 +146,23 @@ def test_playground_streams_an_answer_live_and_shows_the_timeline(console: Conso
                            "document.getElementById('pg-status').textContent === 'completed'")
     assert f'"previous_response_id": "{rid}"' in page.text_content("#pg-json")
     assert violations == []
+    # Both turns went over one WebSocket (opened with a ticket; the second turn reused it).
+    assert transport_of(page) == "websocket" and page.text_content("#pg-transport") == "WebSocket"
+    assert len(sockets.opened) == 1
+    socket = sockets.opened[0]
+    assert socket["url"].startswith(console.base.replace("http://", "ws://") + "/v1/responses?ticket=")
+    creates = [f for f in socket["sent"] if f["type"] == "response.create"]
+    assert [c["input"] for c in creates] == ["tokens arrive one by one", "second turn"]
+    assert "previous_response_id" not in creates[0] and creates[1]["previous_response_id"] == rid
+    assert all("stream" not in c and "background" not in c for c in creates)
+    deltas = [f["delta"] for f in socket["received"] if f["type"] == "response.output_text.delta"]
+    assert "".join(deltas[:5]) == "tokens arrive one by one"
+    assert not socket["closed"]
 
 
 def test_a_forced_tool_call_shows_a_card_and_the_output_completes_the_turn(console: Console, context: Any) -> None:
     page = sign_in(context, console, ALICE_SECRET)
+    sockets = Sockets(page)
     page.goto(f"{console.base}/console/playground")
     page.click("#pg-options summary")
     page.fill("#pg-tools", '[{"type": "function", "name": "get_weather", "parameters": {"type": "object", '
@@ -136,10 +180,18 @@ def test_a_forced_tool_call_shows_a_card_and_the_output_completes_the_turn(conso
                            "document.getElementById('pg-status').textContent === 'completed'")
     assert page.locator(".answer").last.text_content() == "sunny and 21 C"
     assert f'"previous_response_id": "{first}"' in page.text_content("#pg-json")
+    # The follow-up went over the same WebSocket as a function_call_output on previous_response_id.
+    assert transport_of(page) == "websocket" and len(sockets.opened) == 1
+    follow_up = [f for f in sockets.opened[0]["sent"] if f["type"] == "response.create"][-1]
+    assert follow_up["previous_response_id"] == first
+    assert follow_up["input"][0]["type"] == "function_call_output"
+    assert follow_up["input"][0]["output"] == "sunny and 21 C"
+    assert status_of(console, ALICE_SECRET, page.text_content("#pg-id")) == "completed"
 
 
-def test_stop_cancels_a_slow_run(console: Console, context: Any) -> None:
+def test_stop_cancels_a_slow_run_over_websocket(console: Console, context: Any) -> None:
     page = sign_in(context, console, ALICE_SECRET)
+    sockets = Sockets(page)
     page.goto(f"{console.base}/console/playground")
     page.select_option("#pg-agent", "slow")
     page.fill("#pg-message", " ".join(f"word{n}" for n in range(40)))
@@ -149,8 +201,127 @@ def test_stop_cancels_a_slow_run(console: Console, context: Any) -> None:
     rid = page.text_content("#pg-id")
     page.click("#pg-stop")
     page.wait_for_function("() => document.getElementById('pg-status').textContent === 'cancelled'")
-    assert status_of(console, ALICE_SECRET, rid) == "cancelled"
+    # WebSocket mode has no cancel message: Stop closes the socket, which cancels the turn.
+    assert transport_of(page) == "websocket"
+    assert wait_for_status(console, ALICE_SECRET, rid, "cancelled") == "cancelled"
+    assert sockets.opened[0]["closed"]
     assert "word39" not in page.text_content(".answer")
+    # The next message opens a new socket with a new ticket and works.
+    page.select_option("#pg-agent", "main")
+    page.fill("#pg-message", "after stop")
+    page.click("#pg-send")
+    page.wait_for_function("() => document.getElementById('pg-status').textContent === 'completed'")
+    assert page.locator(".answer").last.text_content() == "after stop"
+    assert len(sockets.opened) == 2 and sockets.opened[0]["url"] != sockets.opened[1]["url"]
+
+
+def test_a_refused_request_over_websocket_shows_its_error_and_the_socket_stays_usable(
+        console: Console, context: Any) -> None:
+    page = sign_in(context, console, ALICE_SECRET)
+    sockets = Sockets(page)
+    page.goto(f"{console.base}/console/playground")
+    page.click("#pg-options summary")
+    page.fill("#pg-tools", '[{"type": "function", "parameters": {"type": "object"}}]')  # no name
+    page.fill("#pg-message", "refused")
+    page.click("#pg-send")
+    page.wait_for_selector("#pg-error:not([hidden])")
+    assert "name" in page.text_content("#pg-error")
+    page.wait_for_function("() => !document.getElementById('pg-send').disabled")
+    assert page.text_content("#pg-status") == "failed" and page.is_disabled("#pg-stop")
+    page.fill("#pg-tools", "")
+    page.fill("#pg-message", "accepted")
+    page.click("#pg-send")
+    page.wait_for_function("() => document.getElementById('pg-status').textContent === 'completed'")
+    assert page.locator(".answer").last.text_content() == "accepted" and page.is_hidden("#pg-error")
+    assert len(sockets.opened) == 1 and transport_of(page) == "websocket"
+    errors = [f for f in sockets.opened[0]["received"] if f["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["status"] == 400
+
+
+def test_without_websocket_the_playground_streams_and_stops_over_sse(console: Console, context: Any) -> None:
+    page = sign_in(context, console, ALICE_SECRET)
+    sockets = Sockets(page)
+    page.route("**/console/api/ws-ticket", lambda route: route.abort())  # the socket cannot be opened
+    page.goto(f"{console.base}/console/playground")
+    page.select_option("#pg-agent", "slow")
+    page.fill("#pg-message", "one two three")
+    page.click("#pg-send")
+    page.wait_for_function("() => document.getElementById('pg-status').textContent === 'completed'")
+    assert page.text_content(".answer") == "one two three"
+    assert transport_of(page) == "sse" and page.text_content("#pg-transport") == "SSE (fallback)"
+    assert sockets.opened == []
+    types = page.locator("#pg-timeline tbody tr td:nth-child(2)").all_inner_texts()
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    # Stop over SSE cancels the background run through POST /v1/responses/{id}/cancel.
+    page.fill("#pg-message", " ".join(f"word{n}" for n in range(40)))
+    page.click("#pg-send")
+    page.wait_for_function("() => document.querySelectorAll('.answer')[1].textContent.length")
+    rid = page.text_content("#pg-id")
+    page.click("#pg-stop")
+    page.wait_for_function("() => document.getElementById('pg-status').textContent === 'cancelled'")
+    assert wait_for_status(console, ALICE_SECRET, rid, "cancelled") == "cancelled"
+
+
+TRY_SOCKET = """(url) => new Promise((resolve) => {
+  const ws = new WebSocket(url);
+  ws.onopen = () => { ws.close(); resolve("open"); };
+  ws.onclose = (e) => resolve(`refused ${e.code}`);
+})"""
+GET_TICKET = """() => fetch("/console/api/ws-ticket", {method: "POST", headers: {"X-CSRF-Token":
+  document.querySelector('meta[name="csrf-token"]').content}}).then(r => r.json()).then(b => b.ticket)"""
+
+
+class _AttackerPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>another site</title><p>another origin"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def other_origin() -> Iterator[str]:
+    """A page on another port of 127.0.0.1: another origin, yet the same site (the cookie goes along)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_websocket_tickets_refuse_other_origins_reuse_and_expiry_in_the_browser(
+        console: Console, context: Any, other_origin: str) -> None:
+    page = sign_in(context, console, ALICE_SECRET)
+    page.goto(f"{console.base}/console/playground")
+    ws_url = console.base.replace("http://", "ws://") + "/v1/responses"
+    # The cookie alone opens no socket, even from the console's own page.
+    assert page.evaluate(TRY_SOCKET, ws_url) == "refused 1006"
+    # Another origin on the same site: the browser sends the session cookie, and even holding a
+    # valid ticket of this session the upgrade is refused (its Origin is not the gateway).
+    ticket = page.evaluate(GET_TICKET)
+    attacker = context.new_page()
+    attacker.goto(other_origin)
+    assert attacker.evaluate(TRY_SOCKET, f"{ws_url}?ticket={ticket}") == "refused 1006"
+    # That refusal did not spend it: the console page opens the socket with it, once.
+    assert page.evaluate(TRY_SOCKET, f"{ws_url}?ticket={ticket}") == "open"
+    assert page.evaluate(TRY_SOCKET, f"{ws_url}?ticket={ticket}") == "refused 1006"
+    # A cross-origin page cannot get a ticket of its own: no CSRF token to send, and no CORS read.
+    grabbed = attacker.evaluate(f"""() => fetch("{console.base}/console/api/ws-ticket", {{method: "POST",
+        credentials: "include"}}).then(r => "status " + r.status, e => "blocked")""")
+    assert grabbed in ("blocked", "status 403"), grabbed
+    # An expired ticket (websocket_ticket_seconds = 3 here) is refused.
+    stale = page.evaluate(GET_TICKET)
+    time.sleep(3.5)
+    assert page.evaluate(TRY_SOCKET, f"{ws_url}?ticket={stale}") == "refused 1006"
+    assert page.evaluate(TRY_SOCKET, f"{ws_url}?ticket={page.evaluate(GET_TICKET)}") == "open"
 
 
 def test_responses_list_detail_and_delete(console: Console, context: Any) -> None:
