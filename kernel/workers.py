@@ -14,6 +14,8 @@ others: a supervisor (systemd, a container runtime) restarts the whole server.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import signal
@@ -29,6 +31,8 @@ from kernel.store import is_postgres_url
 
 log = logging.getLogger("kernel")
 
+PR_SET_PDEATHSIG = 1
+
 
 def check_workers(settings: Settings, workers: int) -> None:
     """Refuse several workers on SQLite with a clear error (one process per state directory)."""
@@ -39,7 +43,17 @@ def check_workers(settings: Settings, workers: int) -> None:
             "or serve with one worker")
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when its parent dies (even by SIGKILL), so none is orphaned."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: a supervisor must stop the workers
+        pass
+
+
 def _worker(config_path: str, host: str, port: int, sockets: Sockets, log_level: str, index: int) -> None:
+    _die_with_parent()
     from kernel.app import create_app
     from kernel.config import load_settings
     from kernel.logfmt import configure_logging

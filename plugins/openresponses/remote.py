@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from plugins.openresponses.builder import TERMINAL_EVENTS, Event
-from plugins.openresponses.replay import close_interrupted
+from plugins.openresponses.replay import close_interrupted, salvage_output
 from plugins.openresponses.storage import ResponseRecord
 from plugins.openresponses.storage.sql import CANCEL_CHANNEL, CHANNEL, SqlResponseStore
 
@@ -84,6 +85,17 @@ async def follow(responses: SqlResponseStore, record: ResponseRecord, after: int
                             yield event
                     return
             await watch.wait(SAFETY_READ_SECONDS)
+
+
+async def current(responses: SqlResponseStore, record: ResponseRecord) -> dict[str, Any]:
+    """The resource of a response another process runs, as far as its event log has got
+    (its record's resource is as it was created; the log runs a batch behind the stream)."""
+    logged = [e.data for e in await responses.events_after(record.id, -1)]
+    if not logged:
+        return record.resource
+    snapshot = next((e["response"] for e in reversed(logged) if isinstance(e.get("response"), dict)),
+                    record.resource)
+    return {**snapshot, "output": salvage_output(logged, unfinished="in_progress")}
 
 
 async def cancel(responses: SqlResponseStore, record: ResponseRecord, settle_seconds: float) -> ResponseRecord:

@@ -60,6 +60,8 @@ class Retrieval:
             return sse_response(self._follow(record, after), keepalive=self.settings.keepalive_seconds)
         if stream:
             return sse_response(self._replay(record, after), keepalive=self.settings.keepalive_seconds)
+        if record.status in ACTIVE_STATUSES and self.store.shared:
+            return _json(await remote.current(self.store, record))  # running in another process
         return _json(record.resource)
 
     async def _follow(self, record: ResponseRecord, after: int) -> AsyncIterator[bytes]:
