@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel import ApiError, Item
 from kernel.auth import DEFAULT_PRINCIPAL
+from plugins.openresponses import remote
 from plugins.openresponses.batching import RecordWriter
 from plugins.openresponses.item_views import chain_items, find_in_link, model_input, wire_input_items
 from plugins.openresponses.live import LiveRegistry, LiveResponse
@@ -160,7 +161,11 @@ class PersistentResponses(StoredResponses):
                            "send the conversation as input instead", param="previous_response_id",
                            code="previous_response_not_stored")
         if head.status in ACTIVE_STATUSES:
-            raise _in_progress(response_id, 0)  # running elsewhere (another process): not ours to wait on
+            # Running in another process (a shared database): wait for it as for our own.
+            wait = self.settings.chain_wait_seconds if self.store.shared else 0
+            if not (wait > 0 and await remote.wait_finished(self.store, response_id, owner, wait)):  # type: ignore[arg-type]
+                raise _in_progress(response_id, wait)
+            return await self.previous_items(response_id, principal)
         return chain_items(links)
 
     async def find_item(self, item_id: str, principal: str | None) -> Item | None:

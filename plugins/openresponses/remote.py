@@ -113,3 +113,19 @@ async def cancel(responses: SqlResponseStore, record: ResponseRecord, settle_sec
             if left <= 0:
                 return current
             await watch.wait(min(left, SAFETY_READ_SECONDS))
+
+
+async def wait_finished(responses: SqlResponseStore, response_id: str, owner: str, seconds: float) -> bool:
+    """Wait up to ``seconds`` for a response another process runs to leave the active
+    statuses (chaining onto it waits like onto one of this process's); True once it has."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    async with Watch(responses, response_id) as watch:
+        while True:
+            current = await responses.get(response_id, owner)
+            if current is None or current.status not in ACTIVE:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await watch.wait(min(left, SAFETY_READ_SECONDS))

@@ -94,10 +94,10 @@ class Retrieval:
             # delete must not answer "in progress"; wait the moment it takes.
             await live.wait_settled(WRITE_WAIT_SECONDS)
         elif live is not None:
-            raise ApiError(409, f"response {response_id!r} is still in progress; cancel it (background "
-                           "responses) or wait for it to finish, then delete it", param="response_id",
-                           code="response_in_progress")
-        await self._record(response_id)
+            raise _still_running(response_id)
+        record = await self._record(response_id)
+        if live is None and record.status in ACTIVE_STATUSES and self.store.shared:
+            raise _still_running(response_id)  # in another process
         if not await self.store.delete(response_id, owner_of(g.principal)):
             raise _not_found(response_id)
         if live is not None:
@@ -169,6 +169,12 @@ class Retrieval:
 def _not_found(response_id: str) -> ApiError:
     return ApiError(404, f"response {response_id!r} was not found (it may have been deleted or expired, or "
                     "belong to another API key)", param="response_id", code="response_not_found")
+
+
+def _still_running(response_id: str) -> ApiError:
+    return ApiError(409, f"response {response_id!r} is still in progress; cancel it (background "
+                    "responses) or wait for it to finish, then delete it", param="response_id",
+                    code="response_in_progress")
 
 
 def _not_background(response_id: str) -> ApiError:

@@ -100,6 +100,9 @@ class ResponseStore(Protocol):
     is indistinguishable from a missing one.
     """
 
+    #: True when other processes read and write the same database (PostgreSQL).
+    shared: bool
+
     async def open(self) -> None:
         """Create tables; idempotent."""
 

@@ -115,9 +115,17 @@ def test_a_response_made_on_one_replica_is_read_chained_followed_and_cancelled_o
         assert followed == on_a_events[4:]
         check_events(on_a_events)
 
+        # Chaining on B onto a run still going on A waits for it (chain_wait_seconds), as on A.
+        running = a.post("/v1/responses", json={"input": "x " * 40, "model": "slow", "background": True}).json()
+        onto = b.post("/v1/responses", json={"input": "after", "previous_response_id": running["id"]})
+        assert onto.status_code == 200, onto.text
+        assert _text(onto.json()).count("x") >= 80 and _status(a, running["id"]) == "completed"
+
         # Cancel on B of a background run on A: A's provider call stops, promptly.
         bg = a.post("/v1/responses", json={"input": LONG_TEXT, "model": "slow", "background": True}).json()
         wait_for(lambda: _status(b, bg["id"]) == "in_progress", timeout=15)
+        refused = b.delete(f"/v1/responses/{bg['id']}")  # running on A: not deleted under it
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "response_in_progress"
         time.sleep(0.5)
         asked = time.monotonic()
         cancelled = b.post(f"/v1/responses/{bg['id']}/cancel")
