@@ -118,7 +118,7 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._lock_pool: asyncpg.Pool | None = None
         self._control: asyncpg.Connection | None = None
-        self._control_guard = asyncio.Lock()
+        self._control_ops = asyncio.Lock()  # asyncpg runs one operation at a time per connection
         self._leading = False
         self._schema = ""
 
@@ -167,19 +167,19 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------ across processes
 
     async def _control_conn(self) -> asyncpg.Connection:
-        """The control connection, (re)opened when missing or lost; listeners re-added."""
-        async with self._control_guard:
-            conn = self._control
-            if conn is not None and not conn.is_closed():
-                return conn
-            if conn is not None:
-                log.warning("store: the control connection was lost; reconnecting (leadership given up)")
-            self._leading = False
-            conn = await asyncpg.connect(self.url)
-            for channel in self._subscribers():
-                await conn.add_listener(self._channel(channel), self._on_notification)
-            self._control = conn
+        """The control connection, (re)opened when missing or lost, its listeners re-added
+        (callers hold ``_control_ops``)."""
+        conn = self._control
+        if conn is not None and not conn.is_closed():
             return conn
+        if conn is not None:
+            log.warning("store: the control connection was lost; reconnecting (leadership given up)")
+        self._leading = False
+        conn = await asyncpg.connect(self.url)
+        for channel in self._subscribers():
+            await conn.add_listener(self._channel(channel), self._on_notification)
+        self._control = conn
+        return conn
 
     def _channel(self, channel: str) -> str:
         return _CHANNEL.format(channel=channel, schema=self._schema)
@@ -193,9 +193,10 @@ class PostgresStore(Store):
         """``LISTEN`` on the control connection (once per channel); see :meth:`Store.subscribe`."""
         fresh = channel not in self._subscribers()
         unsubscribe = await super().subscribe(channel, subscriber)
-        conn = await self._control_conn()
-        if fresh:
-            await conn.add_listener(self._channel(channel), self._on_notification)
+        async with self._control_ops:  # one operation at a time on the connection
+            conn = await self._control_conn()
+            if fresh and not conn.is_closed():
+                await conn.add_listener(self._channel(channel), self._on_notification)
         return unsubscribe
 
     async def notify(self, channel: str, payload: str) -> None:
@@ -204,12 +205,13 @@ class PostgresStore(Store):
     async def lead(self) -> bool:
         """The leader holds a session advisory lock on its control connection: when the
         process dies, its connection (and the role) goes, and the next caller takes it."""
-        conn = await self._control_conn()
-        if not self._leading:
-            self._leading = bool(await conn.fetchval(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", LEADER_LOCK))
-            if self._leading:
-                log.info("store: this process leads housekeeping (retention sweeps, expired leases)")
-        return self._leading
+        async with self._control_ops:
+            conn = await self._control_conn()
+            if not self._leading:
+                self._leading = bool(await conn.fetchval(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", LEADER_LOCK))
+                if self._leading:
+                    log.info("store: this process leads housekeeping (retention sweeps, expired leases)")
+            return self._leading
 
     @asynccontextmanager
     async def key_lock(self, key: str) -> AsyncIterator[None]:
