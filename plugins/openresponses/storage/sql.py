@@ -30,9 +30,14 @@ async def _model_input_column(tx: Transaction) -> None:
 
 
 async def _agent_column(tx: Transaction) -> None:
-    """The agent that answered, for the operator listing's filter (added with the console)."""
+    """The agent that answered, for the operator listing's filter (added with the console).
+
+    PostgreSQL also gets ``seq``, an insert-ordered number: the listing breaks ties between
+    responses of the same second by insert order, which SQLite's ``rowid`` gives for free.
+    """
     if tx.dialect == "postgresql":
         await tx.execute("ALTER TABLE or_responses ADD COLUMN IF NOT EXISTS agent TEXT NOT NULL DEFAULT ''")
+        await tx.execute("ALTER TABLE or_responses ADD COLUMN IF NOT EXISTS seq BIGSERIAL")
         return
     columns = {row["name"] for row in await tx.fetchall("PRAGMA table_info(or_responses)")}
     if "agent" not in columns:
@@ -213,9 +218,9 @@ class SqlResponseStore:
         if status:
             where.append("status = ?")
             params.append(status)
-        # Newest first. created_at has whole seconds: SQLite's insert order breaks ties;
-        # PostgreSQL has none to offer, so there the id does (stable, if not insert order).
-        tie = "rowid" if self.store.dialect == "sqlite" else "id"
+        # Newest first. created_at has whole seconds: the insert order breaks ties (SQLite's
+        # rowid, PostgreSQL's seq column).
+        tie = "rowid" if self.store.dialect == "sqlite" else "seq"
         if after:
             cursor = await self.store.fetchone(f"SELECT created_at, {tie} AS tie FROM or_responses WHERE id = ?",
                                                (after,))
