@@ -240,6 +240,21 @@ def test_workers_2_serve_one_port_from_two_processes(tmp_path, pg_url):
             previous = answer.json()["id"]
         assert all(f"turn {n}" in _text(answer.json()) for n in range(8))
         assert http.get(f"/v1/responses/{previous}").json()["status"] == "completed"
+        # Both workers accept: under concurrent load each one's CPU time grows.
+        before = {pid: _cpu_ticks(pid) for pid in workers}
+
+        def burst() -> None:
+            for _ in range(15):
+                with httpx.Client(base_url=served.base, headers=AUTH_HEADERS, timeout=30) as fresh:
+                    assert fresh.post("/v1/responses", json={"input": "load " * 30}).status_code == 200
+
+        loaders = [threading.Thread(target=burst) for _ in range(8)]
+        for thread in loaders:
+            thread.start()
+        for thread in loaders:
+            thread.join(120)
+        grew = {pid: _cpu_ticks(pid) - before[pid] for pid in workers}
+        assert all(ticks >= 3 for ticks in grew.values()), grew
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(20) == 0
         for pid in workers:
@@ -274,3 +289,8 @@ def _children(pid: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in cmdline:
             found.append(int(entry))
     return found
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
