@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,8 +157,21 @@ class Authenticator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # "kt_" + hex: never starts with "-" (breaks CLI flags) and is easy to spot in a leak scan.
         token = "kt_" + secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker process (--workers) made it just now
+            return _read_when_written(path)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(token + "\n")
         self.generated = True
         return token
+
+
+def _read_when_written(path: Path) -> str:
+    """A token file another process is writing: its content once complete (a few ms)."""
+    for _ in range(100):
+        text = path.read_text(encoding="utf-8")
+        if text.endswith("\n"):
+            return text.strip()
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} stays empty: remove it, or set [kernel.auth] token")

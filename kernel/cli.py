@@ -74,8 +74,10 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @config_option
 @click.option("--host", default=None, help="Bind address (default from [kernel] host).")
 @click.option("--port", type=int, default=None, help="Port (default from [kernel] port).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Server processes on the one port (default from [kernel] workers; >1 needs PostgreSQL).")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(config_path: Path, host: str | None, port: int | None, log_level: str) -> None:
+def serve(config_path: Path, host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
     """Serve the gateway with Hypercorn until SIGINT/SIGTERM."""
     from hypercorn.utils import LifespanFailureError
 
@@ -84,8 +86,13 @@ def serve(config_path: Path, host: str | None, port: int | None, log_level: str)
     from kernel.serve import serve as run_server
 
     configure_logging(log_level)  # one line per record: client text cannot forge log lines
+    settings = _load(config_path)
+    workers = settings.kernel.workers if workers is None else workers
+    if workers > 1:
+        _serve_workers(config_path, settings, host, port, workers, log_level)
+        return
     app = _build_app(config_path)
-    settings: Settings = app.extensions["kernel"].settings
+    settings = app.extensions["kernel"].settings
     host = host or settings.kernel.host
     port = settings.kernel.port if port is None else port
     try:
@@ -97,6 +104,27 @@ def serve(config_path: Path, host: str | None, port: int | None, log_level: str)
         raise click.ClickException(f"the gateway could not start: {exc}") from None
     except KeyboardInterrupt:
         pass
+
+
+def _serve_workers(config_path: Path, settings: Settings, host: str | None, port: int | None, workers: int,
+                   log_level: str) -> None:
+    from kernel.serve import PortInUseError, bind_sockets, hypercorn_config
+    from kernel.workers import check_workers, serve_workers
+
+    try:
+        check_workers(settings, workers)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    host = host or settings.kernel.host
+    port = settings.kernel.port if port is None else port
+    config = hypercorn_config(host, port, settings.kernel.shutdown_grace_seconds, settings.kernel)
+    try:
+        sockets = bind_sockets(config, port)
+    except PortInUseError as exc:
+        raise click.ClickException(str(exc)) from None
+    code = serve_workers(config_path, host, port, sockets, workers, log_level)
+    if code:
+        raise click.ClickException("a worker process stopped unexpectedly (see its log above)")
 
 
 @cli.group()

@@ -84,6 +84,9 @@ class StoreSettings(_Strict):
     url: str = ""
     # Connections the PostgreSQL pool may open (per process).
     pool_size: int = Field(10, ge=1, le=1000)
+    # A process's lease on the runs it executes: renewed every third of it; when a process
+    # dies, another one fails its runs once the lease has expired (docs/scaling.md).
+    lease_seconds: float = Field(30.0, ge=1, le=3600)
 
     @field_validator("url")
     @classmethod
@@ -123,6 +126,9 @@ class KernelSettings(_Strict):
     # The one principal whose `x-session-key: agent:<agent>:main` is the real main session
     # (where webhooks post); "" for none. Everyone else gets a private session by that name.
     main_session_principal: str = DEFAULT_PRINCIPAL
+    # Server processes on the one port (`kernel serve --workers N`); more than one needs a
+    # PostgreSQL [kernel.store] (SQLite is one process per state directory).
+    workers: int = Field(1, ge=1, le=64)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 

@@ -23,6 +23,7 @@ from kernel.runs import RunRegistry
 from kernel.sessions import KERNEL_SCHEMA, SessionStore
 from kernel.statelock import StateDirLock
 from kernel.store import Schema, Store, migrate, open_store
+from kernel.store.leases import Leases
 from kernel.store.migrations import MigrationError
 from kernel.tools import ToolRegistry
 from kernel.types import Provider
@@ -47,6 +48,8 @@ class Kernel:
         self.store: Store = open_store(settings.kernel.store.url, self.state_dir,
                                        pool_size=settings.kernel.store.pool_size)
         self.store.observers = self.observers
+        #: This process's lease on the runs it executes (see kernel.store.leases).
+        self.leases = Leases(self.store, settings.kernel.store.lease_seconds)
         self.schemas = self._collect_schemas()
         self.sessions = SessionStore(self.store, main_session_principal=settings.kernel.main_session_principal,
                                      api_key_names=frozenset(settings.kernel.auth.keys),
@@ -173,12 +176,15 @@ class Kernel:
 
     async def start(self) -> None:
         """Lock the state directory, open storage and start providers (plugin startup hooks run after this)."""
-        self._state_lock.acquire()
+        if not self.store.shared:
+            # One process per SQLite file. On PostgreSQL processes share the database (leases
+            # say who runs what) and may share the state directory (--workers).
+            self._state_lock.acquire()
         await self.store.open()
-        await self.store.claim()
         ran = await self.migrate_store()
         if ran:
             log.info("store %s: applied %d migration(s)", self.store.describe(), len(ran))
+        await self.leases.start()
         for provider in self.providers.values():
             start = getattr(provider, "start", None)
             if start is not None:
@@ -194,5 +200,6 @@ class Kernel:
             except Exception:
                 log.exception("provider %r failed to close", name)
         await self.tools.aclose()
+        await self.leases.stop()
         await self.store.close()
         self._state_lock.release()

@@ -124,8 +124,10 @@ def open_files_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-async def serve(app: Quart, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM, then drain: streams get the grace period to finish."""
+async def serve(app: Quart, host: str, port: int, sockets: Sockets | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then drain: streams get the grace period to finish.
+
+    ``sockets``: already bound (a worker of ``--workers N``, bound by the parent)."""
     check_bind(app, host)
     kernel = get_kernel(app)
     grace = kernel.settings.kernel.shutdown_grace_seconds
@@ -146,7 +148,8 @@ async def serve(app: Quart, host: str, port: int) -> None:
     config = hypercorn_config(host, port, grace, kernel.settings.kernel)
     # Bind before Hypercorn runs the app's startup: a busy port then fails at once, before
     # plugins start threads that would keep a failed process alive (it used to hang).
-    sockets = bind_sockets(config, port)
+    if sockets is None:
+        sockets = bind_sockets(config, port)
     guard = connections.guard_of(config)
     if guard is not None and guard.max_connections < kernel.settings.kernel.max_connections:
         log.warning("max_connections lowered from %s to %s to stay within the open-files limit (%s)",

@@ -21,10 +21,12 @@ import time
 import uuid
 import weakref
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 
 from kernel.auth import DEFAULT_PRINCIPAL
 from kernel.errors import ApiError, ConfigError
 from kernel.store import Migration, Schema, Store, Transaction, migrate
+from kernel.store.leases import INSTANCES_TABLE
 from kernel.types import Item, item_from_dict, item_to_dict
 
 MAX_SESSION_KEY_LENGTH = 256
@@ -80,6 +82,7 @@ KERNEL_SCHEMA = Schema("kernel", (
         "CREATE UNIQUE INDEX IF NOT EXISTS session_meta_id ON session_meta (owner, id)",
     )),
     Migration(2, "session items: ids and statuses", (_item_columns,)),
+    Migration(3, "process leases (several processes on one database)", (INSTANCES_TABLE,)),
 ))
 
 
@@ -129,6 +132,67 @@ def is_main_session_key(key: str) -> bool:
     return key.startswith("agent:") and key.endswith(":main") and len(key) > len("agent::main")
 
 
+class SessionLock:
+    """One session's turn lock: in memory first (one waiter per process reaches the
+    database), then the store's key lock, which other processes on a shared database
+    also take (a PostgreSQL advisory lock, held on its own connection for the turn)."""
+
+    def __init__(self, store: Store, stored_key: str) -> None:
+        self._local = asyncio.Lock()
+        self._store = store
+        self._key = "session-turn:" + stored_key
+        self._held: AbstractAsyncContextManager[None] | None = None
+
+    def locked(self) -> bool:
+        """True while a turn of this process holds (or is taking) the lock."""
+        return self._local.locked()
+
+    async def acquire(self) -> None:
+        await self._local.acquire()
+        if not self._store.shared:
+            return
+        held = self._store.key_lock(self._key)
+        try:
+            await held.__aenter__()
+        except BaseException:
+            self._local.release()
+            raise
+        self._held = held
+
+    def release(self) -> None:
+        """Let the next turn in (the database lock is given up in the background)."""
+        held, self._held = self._held, None
+        if held is not None:
+            task = asyncio.get_running_loop().create_task(self._unlock(held), name="session-unlock")
+            _UNLOCKING.add(task)
+            task.add_done_callback(_UNLOCKING.discard)
+        else:
+            self._local.release()
+
+    async def _unlock(self, held: AbstractAsyncContextManager[None]) -> None:
+        try:
+            await held.__aexit__(None, None, None)
+        finally:
+            self._local.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            self._local.release()
+            return
+        try:
+            await held.__aexit__(None, None, None)
+        finally:
+            self._local.release()
+
+
+# Database unlocks under way (runs release their session lock synchronously).
+_UNLOCKING: set[asyncio.Task[None]] = set()
+
+
 class SessionStore:
     """Transcripts by (principal, session key), plus a lock per stored key.
 
@@ -139,7 +203,7 @@ class SessionStore:
     def __init__(self, store: Store, *, main_session_principal: str = DEFAULT_PRINCIPAL,
                  api_key_names: frozenset[str] = frozenset(), config_path: str = "plugins.toml") -> None:
         self.store = store
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: weakref.WeakValueDictionary[str, SessionLock] = weakref.WeakValueDictionary()
         # Principals whose main-session keys mean the real main session.
         self._main_principals = {main_session_principal} if main_session_principal else set()
         self._api_key_names = api_key_names
@@ -182,12 +246,13 @@ class SessionStore:
             return key
         return f"{owner}{NAMESPACE_SEPARATOR}{key}"
 
-    def lock(self, key: str, *, principal: str | None = None) -> asyncio.Lock:
-        """The lock that serialises runs on ``key`` (kept while anyone holds a reference)."""
+    def lock(self, key: str, *, principal: str | None = None) -> SessionLock:
+        """The lock that serialises runs on ``key`` (kept while anyone holds a reference);
+        across every process on the database when it is shared (PostgreSQL)."""
         stored = self.scoped(principal, key)
         lock = self._locks.get(stored)
         if lock is None:
-            lock = asyncio.Lock()
+            lock = SessionLock(self.store, stored)
             self._locks[stored] = lock
         return lock
 

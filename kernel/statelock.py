@@ -1,7 +1,8 @@
-"""One gateway process per state directory, enforced with an advisory file lock.
+"""One gateway process per state directory on SQLite, enforced with an advisory file lock.
 
-Two processes on one state directory would each treat the other's in-flight work as
-interrupted (stored responses, hook runs) and race on the generated token. The lock
+SQLite is one process's database: a starting process treats whatever the last one left
+running as interrupted (kernel.store.leases), which is only right if no other process
+runs. (On PostgreSQL several processes share the database and this lock is not taken.) The lock
 is ``flock`` on ``<state_dir>/kernel.lock``: the OS drops it when the process dies, so
 a crash never leaves a stale lock behind.
 """

@@ -145,18 +145,20 @@ class ServedProcess:
 
 
 @contextmanager
-def serve_process(config: Path, port: int | None = None, *, timeout: float = 60) -> Iterator[ServedProcess]:
-    """Start ``kernel serve --config CONFIG`` (cwd: the config's folder) and wait until healthy.
+def serve_process(config: Path, port: int | None = None, *, timeout: float = 60,
+                  args: tuple[str, ...] = ()) -> Iterator[ServedProcess]:
+    """Start ``kernel serve --config CONFIG [ARGS]`` (cwd: the config's folder) and wait until healthy.
 
     Output goes to ``stdout-PORT.txt`` / ``stderr-PORT.txt`` beside the config. The
-    process is killed on exit if the test did not stop it.
+    process is killed on exit if the test did not stop it (with ``--workers``, its
+    workers stop when their parent's SIGTERM reaches them, or exit with it).
     """
     port = free_port() if port is None else port
     kernel_cmd = Path(sys.executable).parent / "kernel"
     out = config.parent / f"stdout-{port}.txt"
     err = config.parent / f"stderr-{port}.txt"
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen([str(kernel_cmd), "serve", "--config", str(config), "--port", str(port)],
+        proc = subprocess.Popen([str(kernel_cmd), "serve", "--config", str(config), "--port", str(port), *args],
                                 stdout=stdout, stderr=stderr, cwd=config.parent)
     served = ServedProcess(proc, f"http://127.0.0.1:{port}", out, err)
     try:

@@ -12,15 +12,20 @@ declare their tables as versioned migrations (:mod:`kernel.store.migrations`).
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, Protocol
 
 Dialect = Literal["sqlite", "postgresql"]
 # A row: read by column name or by position.
 Row = Mapping[str, Any]
+# Told a notification's payload (see Store.subscribe); must not block.
+Subscriber = Callable[[str], None]
+
+log = logging.getLogger("kernel.store")
 
 
 class Transaction(Protocol):
@@ -42,6 +47,10 @@ class Transaction(Protocol):
 
     async def lock(self, key: str) -> None:
         """Serialise this transaction with every other one that locks ``key`` (until it ends)."""
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Tell every process's subscribers of ``channel`` once this transaction commits
+        (never if it rolls back). Payloads are short ids: rows stay the source of truth."""
 
 
 class Store(ABC):
@@ -96,9 +105,45 @@ class Store(ABC):
     def exclusive(self) -> AbstractAsyncContextManager[None]:
         """Hold the store's migration lock (one holder across every process on the database)."""
 
-    @abstractmethod
-    async def claim(self) -> None:
-        """Claim the database for this process while it serves, or raise naming the holder."""
+    #: True when several processes may share the database (PostgreSQL): the leases,
+    #: notifications and key locks below then reach across processes.
+    shared: bool = False
+
+    async def lead(self) -> bool:
+        """True while this process is the cluster's housekeeping leader (taking the role when
+        it is free). One process per database: always True."""
+        return True
+
+    @asynccontextmanager
+    async def key_lock(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key`` against every other process until the block ends (outside any
+        transaction, for work spanning many). One process per database: nothing to hold,
+        callers serialise in memory."""
+        yield
+
+    async def subscribe(self, channel: str, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber(payload)`` for each notification on ``channel`` (from any process);
+        returns the function that unsubscribes."""
+        subscribers = self._subscribers().setdefault(channel, set())
+        subscribers.add(subscriber)
+        return lambda: subscribers.discard(subscriber)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Notify ``channel``'s subscribers in every process (outside a transaction)."""
+        self._dispatch(channel, payload)
+
+    def _subscribers(self) -> dict[str, set[Subscriber]]:
+        subs = self.__dict__.get("_subs")
+        if subs is None:
+            subs = self.__dict__["_subs"] = {}
+        return subs
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        for subscriber in list(self._subscribers().get(channel, ())):
+            try:
+                subscriber(payload)
+            except Exception:  # one subscriber's bug must not starve the others
+                log.exception("store: a subscriber of %s failed", channel)
 
     @abstractmethod
     def describe(self) -> str:

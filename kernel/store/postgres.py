@@ -5,31 +5,37 @@ asyncpg's ``$1, $2 ...`` once per distinct statement. Each transaction holds one
 connection; reads outside a transaction take any connection and see committed rows.
 Advisory locks are keyed by the current schema, so test schemas (and deployments
 that share one database through ``search_path``) never block each other.
+
+Several processes share one database: besides the pool, each holds one *control*
+connection (``LISTEN`` for notifications, and the housekeeping leader's session
+advisory lock, which dies with the process) and a small separate pool for key locks
+held across transactions (session turns), so waiting on a lock never starves the
+pool the lock holder needs for its writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from kernel.store.base import Dialect, Store
+from kernel.store.base import Dialect, Store, Subscriber
 
 log = logging.getLogger("kernel.store")
 
 # Advisory lock names (hashed with the schema name into a 64-bit key).
 MIGRATION_LOCK = "agentkernel:migrate"
-INSTANCE_LOCK = "agentkernel:instance"
+LEADER_LOCK = "agentkernel:leader"
 _LOCK_KEY = "hashtextextended($1 || ':' || current_schema(), 0)"
-
-
-class StoreBusyError(RuntimeError):
-    """Another gateway process already serves this database."""
+# Channels are identifiers; the schema suffix keeps test schemas (and deployments sharing
+# one database through search_path) from hearing each other.
+_CHANNEL = "{channel}_{schema}"
 
 
 @functools.lru_cache(maxsize=2048)
@@ -95,17 +101,26 @@ class PostgresTransaction:
         """A transaction-scoped advisory lock: held until commit or rollback, in every process."""
         await self._conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", key)
 
+    async def notify(self, channel: str, payload: str) -> None:
+        """``pg_notify``: delivered to every listening process when (and only if) this commits."""
+        await self._conn.execute("SELECT pg_notify($1 || '_' || current_schema(), $2)", channel, payload)
+
 
 class PostgresStore(Store):
     """A PostgreSQL database named by URL (``postgresql://user@host:port/db``)."""
 
     dialect: Dialect = "postgresql"
+    shared = True
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._instance: asyncpg.Connection | None = None
+        self._lock_pool: asyncpg.Pool | None = None
+        self._control: asyncpg.Connection | None = None
+        self._control_ops = asyncio.Lock()  # asyncpg runs one operation at a time per connection
+        self._leading = False
+        self._schema = ""
 
     def describe(self) -> str:
         return f"postgresql {redacted(self.url)}"
@@ -113,17 +128,20 @@ class PostgresStore(Store):
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size)
+            self._lock_pool = await asyncpg.create_pool(self.url, min_size=0, max_size=4 * self.pool_size)
+            self._schema = await self._pool.fetchval("SELECT current_schema()") or "public"
         except (OSError, asyncpg.PostgresError) as exc:
             where = redacted(self.url)
             raise ConnectionError(f"cannot open the store at {where} ([kernel.store] url): {exc}") from None
 
     async def close(self) -> None:
-        if self._instance is not None:
-            await self._instance.close()  # closing the session drops its advisory lock
-            self._instance = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        control, self._control, self._leading = self._control, None, False
+        if control is not None and not control.is_closed():
+            await control.close()  # closing the session drops the leader lock
+        for pool in (self._lock_pool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._lock_pool = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -146,21 +164,66 @@ class PostgresStore(Store):
             finally:
                 await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", MIGRATION_LOCK)
 
-    async def claim(self) -> None:
-        """Claim the database for this process until :meth:`close`.
+    # ------------------------------------------------------------------ across processes
 
-        Until runs carry leases (docs/scaling.md), a starting process fails every
-        in-flight run it finds, so a second process on the same database would fail
-        the first one's live runs: refuse it instead, with a clear error.
-        """
+    async def _control_conn(self) -> asyncpg.Connection:
+        """The control connection, (re)opened when missing or lost, its listeners re-added
+        (callers hold ``_control_ops``)."""
+        conn = self._control
+        if conn is not None and not conn.is_closed():
+            return conn
+        if conn is not None:
+            log.warning("store: the control connection was lost; reconnecting (leadership given up)")
+        self._leading = False
         conn = await asyncpg.connect(self.url)
-        got = await conn.fetchval(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", INSTANCE_LOCK)
-        if not got:
-            await conn.close()
-            raise StoreBusyError(
-                f"another kernel process is serving the store at {redacted(self.url)}; this release runs one "
-                "process per database (several processes sharing one need run leases, see docs/scaling.md)")
-        self._instance = conn
+        for channel in self._subscribers():
+            await conn.add_listener(self._channel(channel), self._on_notification)
+        self._control = conn
+        return conn
+
+    def _channel(self, channel: str) -> str:
+        return _CHANNEL.format(channel=channel, schema=self._schema)
+
+    def _on_notification(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        suffix = "_" + self._schema
+        if channel.endswith(suffix):
+            self._dispatch(channel[: -len(suffix)], payload)
+
+    async def subscribe(self, channel: str, subscriber: Subscriber) -> Callable[[], None]:
+        """``LISTEN`` on the control connection (once per channel); see :meth:`Store.subscribe`."""
+        fresh = channel not in self._subscribers()
+        unsubscribe = await super().subscribe(channel, subscriber)
+        async with self._control_ops:  # one operation at a time on the connection
+            conn = await self._control_conn()
+            if fresh and not conn.is_closed():
+                await conn.add_listener(self._channel(channel), self._on_notification)
+        return unsubscribe
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self.pool.execute("SELECT pg_notify($1 || '_' || current_schema(), $2)", channel, payload)
+
+    async def lead(self) -> bool:
+        """The leader holds a session advisory lock on its control connection: when the
+        process dies, its connection (and the role) goes, and the next caller takes it."""
+        async with self._control_ops:
+            conn = await self._control_conn()
+            if not self._leading:
+                self._leading = bool(await conn.fetchval(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", LEADER_LOCK))
+                if self._leading:
+                    log.info("store: this process leads housekeeping (retention sweeps, expired leases)")
+            return self._leading
+
+    @asynccontextmanager
+    async def key_lock(self, key: str) -> AsyncIterator[None]:
+        """A session advisory lock on a connection of the lock pool, held for the block."""
+        if self._lock_pool is None:
+            raise RuntimeError("store is not open (the app has not started)")
+        async with self._lock_pool.acquire() as conn:
+            await conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", key)
+            try:
+                yield
+            finally:
+                await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", key)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(await self.pool.fetch(to_dollar_params(sql), *params))

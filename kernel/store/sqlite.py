@@ -31,6 +31,7 @@ class SqliteTransaction:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self.notices: list[tuple[str, str]] = []
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self._db.execute(sql, params) as cur:
@@ -49,6 +50,10 @@ class SqliteTransaction:
 
     async def lock(self, key: str) -> None:
         """Nothing to do: SQLite transactions are serialised already (one writer)."""
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Held until commit, then told to this process's subscribers (the only process)."""
+        self.notices.append((channel, payload))
 
 
 class SqliteStore(Store):
@@ -101,13 +106,16 @@ class SqliteStore(Store):
         """Serialise writers and commit on success, roll back on error."""
         async with self._write_lock:
             db = self._conn(self._db)
+            tx = SqliteTransaction(db)
             try:
-                yield SqliteTransaction(db)
+                yield tx
             except BaseException:
                 await db.rollback()
                 raise
             else:
                 await db.commit()
+        for channel, payload in tx.notices:
+            self._dispatch(channel, payload)
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -120,9 +128,6 @@ class SqliteStore(Store):
             yield
         finally:
             os.close(fd)  # closing drops the flock
-
-    async def claim(self) -> None:
-        """Nothing to do: the state-directory lock (kernel.statelock) already holds the file."""
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._conn(self._reader).execute(sql, params) as cur:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kernel.store import Migration, Schema, Store, migrate
+from kernel.store.leases import Leases
 
 # A hook run's output is kept up to this many characters (the rest is cut, and flagged).
 MAX_OUTPUT_CHARS = 100_000
@@ -36,6 +37,9 @@ SCHEMA = Schema("hooks", (
             finished_at DOUBLE PRECISION
         )""",
         "CREATE INDEX IF NOT EXISTS hook_runs_finished_at ON hook_runs (finished_at)",
+    )),
+    Migration(2, "hook runs: the process running each (its lease)", (
+        "ALTER TABLE hook_runs ADD COLUMN instance_id TEXT NOT NULL DEFAULT ''",
     )),
 ))
 
@@ -69,31 +73,39 @@ class HookRunRecord:
 class HookRunStore:
     """Create, finish, read and expire hook run records."""
 
-    def __init__(self, store: Store, retention_seconds: float) -> None:
+    def __init__(self, store: Store, retention_seconds: float, leases: Leases) -> None:
         self.store = store
         self.retention_seconds = retention_seconds
+        self.leases = leases
         self._last_purge = float("-inf")
 
     async def open(self) -> None:
-        """Create the table and close out runs a previous process left unfinished."""
+        """Create the table, close out runs a stopped process left unfinished, and have the
+        housekeeping leader do so whenever a process's lease expires."""
         await migrate(self.store, [SCHEMA])
+        await self.fail_orphaned()
+        self.leases.add_reaper("hook run(s)", self.fail_orphaned)
+        await self.purge()
+
+    async def fail_orphaned(self) -> int:
+        """Mark unfinished runs whose process holds no lease failed (code ``interrupted``)."""
         error = json.dumps({"message": "the gateway stopped before this run finished",
                             "type": "server_error", "code": "interrupted"})
-        await self.store.execute(
-            "UPDATE hook_runs SET status = 'failed', error = ?, finished_at = ? WHERE finished_at IS NULL",
-            (error, time.time()),
+        orphaned, params = self.leases.orphaned("hook_runs.instance_id")
+        return await self.store.execute(
+            f"UPDATE hook_runs SET status = 'failed', error = ?, finished_at = ? WHERE finished_at IS NULL "
+            f"AND {orphaned}", (error, time.time(), *params),
         )
-        await self.purge()
 
     async def create(self, record: HookRunRecord) -> None:
         # Housekeeping at most once a minute: reads already hide expired records.
         if time.monotonic() - self._last_purge > PURGE_INTERVAL_SECONDS:
             await self.purge()
         await self.store.execute(
-            "INSERT INTO hook_runs (run_id, hook, name, agent, session_key, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO hook_runs (run_id, hook, name, agent, session_key, status, created_at, instance_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (record.run_id, record.hook, record.name, record.agent, record.session_key, record.status,
-             record.created_at),
+             record.created_at, self.leases.instance_id),
         )
 
     async def finish(self, run_id: str, *, status: str, output_text: str, usage: dict[str, int] | None,
@@ -123,8 +135,10 @@ class HookRunStore:
         )
 
     async def purge(self) -> None:
-        """Delete records whose retention has passed."""
+        """Delete records whose retention has passed (the housekeeping leader's job)."""
         self._last_purge = time.monotonic()
+        if not await self.store.lead():
+            return
         await self.store.execute(
             "DELETE FROM hook_runs WHERE finished_at IS NOT NULL AND finished_at < ?",
             (time.time() - self.retention_seconds,),

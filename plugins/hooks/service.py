@@ -87,7 +87,7 @@ class HooksService:
         self.kernel = kernel
         self.settings = settings
         kernel.sessions.allow_main_session(PRINCIPAL)
-        self.records = HookRunStore(kernel.store, settings.run_retention_seconds)
+        self.records = HookRunStore(kernel.store, settings.run_retention_seconds, kernel.leases)
         self.limiter = RateLimiter()
         self._followers: set[asyncio.Task[None]] = set()
         self._stopping = False

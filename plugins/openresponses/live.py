@@ -1,5 +1,8 @@
 """Stored responses whose run is still going in this process, and their event-log writer.
 
+(Runs in *other* processes sharing a PostgreSQL store are read from their rows:
+:mod:`plugins.openresponses.remote`.)
+
 While a response runs, its :class:`ResponseBuilder` is the truth: reads, resumed
 streams and cancels use it directly, so nothing waits on the database. A
 :class:`LiveResponse` writes the builder's events to the store in batches (one
@@ -41,9 +44,10 @@ class LiveResponse:
         self.settled = asyncio.Event()  # set once the final resource is in the store
         self._store = store
         self._max_bytes = max_bytes
-        # The record's insert, still committing when the stream starts: its first byte must
-        # not wait for the database. Readers of the id find this live entry (or wait for the
-        # insert); the event log's rows, which need the record, are written after it.
+        # The record's insert, still committing when the stream starts on SQLite: its first
+        # byte must not wait for the database. Readers of the id find this live entry (or wait
+        # for the insert); the event log's rows, which need the record, are written after it.
+        # On PostgreSQL it has already committed (other processes cannot see this entry).
         self._recorded = recorded
         self._bytes = 0
         self._pending: list[Event] = []

@@ -7,8 +7,12 @@
   ``response.created`` goes out and then followed by a :class:`LiveResponse`; a plain
   JSON response (whose id nobody knows before it is answered) is written in one
   transaction before it is sent.
-* Housekeeping: at start, runs a restart interrupted are marked failed; a retention
+* Housekeeping: runs whose process stopped (its lease expired, kernel.store.leases)
+  are marked failed, at start and by the housekeeping leader; the leader's retention
   sweep deletes expired responses; at stop, pending writes finish.
+* Across processes (PostgreSQL): the record is in the database before the first byte
+  (another process may be asked for it next), and a cancel for a run of this process
+  may arrive from another one (the ``or_cancel`` notification).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernel import ApiError, Item
 from kernel.auth import DEFAULT_PRINCIPAL
+from plugins.openresponses import remote
 from plugins.openresponses.batching import RecordWriter
 from plugins.openresponses.item_views import chain_items, find_in_link, model_input, wire_input_items
 from plugins.openresponses.live import LiveRegistry, LiveResponse
@@ -29,16 +35,19 @@ from plugins.openresponses.replay import salvage_output
 from plugins.openresponses.retention import Sweeper
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.storage import ResponseRecord, ResponseStore
+from plugins.openresponses.storage.sql import CANCEL_CHANNEL
 from plugins.openresponses.stored import StoredResponses
 
 if TYPE_CHECKING:
     from kernel.runs import Run
+    from kernel.store.leases import Leases
     from plugins.openresponses.builder import ResponseBuilder
     from plugins.openresponses.request import ParsedRequest
 
 log = logging.getLogger("plugins.openresponses")
 
-RESTART_MESSAGE = "the server restarted while this response was in progress; nothing more will come of it"
+RESTART_MESSAGE = ("the server running this response stopped while it was in progress; nothing more will "
+                   "come of it")
 ACTIVE_STATUSES = ("queued", "in_progress")
 # How long a finished response's last writes are waited for (at shutdown, after runs drained).
 WRITE_WAIT_SECONDS = 5.0
@@ -55,9 +64,11 @@ class PersistentResponses(StoredResponses):
     persists = True
     supports_background = True
 
-    def __init__(self, settings: OpenResponsesSettings, store: ResponseStore) -> None:
+    def __init__(self, settings: OpenResponsesSettings, store: ResponseStore, leases: Leases | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.leases = leases
+        self._unsubscribe: Callable[[], None] | None = None
         self.writer = RecordWriter(store)
         self.live = LiveRegistry()
         self._sweeper: Sweeper | None = None
@@ -68,15 +79,38 @@ class PersistentResponses(StoredResponses):
 
     async def start(self) -> None:
         await self.store.open()
-        failed = await self.store.fail_interrupted(RESTART_MESSAGE, salvage_output)
+        failed = await self.fail_orphaned()
         if failed:
-            log.warning("marked %d stored response(s) interrupted by a restart as failed", failed)
+            log.warning("marked %d stored response(s) failed: the process running them stopped", failed)
+        if self.leases is not None:
+            self.leases.add_reaper("stored response(s)", self.fail_orphaned)
+            self._unsubscribe = await self.store.store.subscribe(CANCEL_CHANNEL, self._on_cancel)
         retention = self.settings.retention_seconds
         if retention is not None:
-            self._sweeper = Sweeper(self.store.expire, retention, self.settings.sweep_interval_seconds)
+            self._sweeper = Sweeper(self._sweep_if_leader, retention, self.settings.sweep_interval_seconds)
             self._sweeper.start()
 
+    async def fail_orphaned(self) -> int:
+        """Fail queued/in-progress responses whose process holds no lease (all of them without leases)."""
+        orphaned = self.leases.orphaned("or_responses.instance_id") if self.leases is not None else None
+        return await self.store.fail_interrupted(RESTART_MESSAGE, salvage_output, orphaned=orphaned)
+
+    async def _sweep_if_leader(self, older_than: float) -> int:
+        # Once across the cluster: only the housekeeping leader sweeps.
+        if self.leases is not None and not await self.store.store.lead():
+            return 0
+        return await self.store.expire(older_than)
+
+    def _on_cancel(self, response_id: str) -> None:
+        """Another process was asked to cancel a background run: stop it if it runs here."""
+        live = self.live.entry(response_id)
+        if live is not None and live.background and live.run.cancel():
+            log.info("response %s: cancelled at another process's request", response_id)
+
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._sweeper is not None:
             await self._sweeper.stop()
         # Runs have drained (finished or cancelled): let their last writes land.
@@ -127,7 +161,11 @@ class PersistentResponses(StoredResponses):
                            "send the conversation as input instead", param="previous_response_id",
                            code="previous_response_not_stored")
         if head.status in ACTIVE_STATUSES:
-            raise _in_progress(response_id, 0)  # running elsewhere (another process): not ours to wait on
+            # Running in another process (a shared database): wait for it as for our own.
+            wait = self.settings.chain_wait_seconds if self.store.shared else 0
+            if not (wait > 0 and await remote.wait_finished(self.store, response_id, owner, wait)):  # type: ignore[arg-type]
+                raise _in_progress(response_id, wait)
+            return await self.previous_items(response_id, principal)
         return chain_items(links)
 
     async def find_item(self, item_id: str, principal: str | None) -> Item | None:
@@ -145,6 +183,7 @@ class PersistentResponses(StoredResponses):
             id=builder.id, owner=owner, status="queued" if request.background else "in_progress",
             created_at=builder.created_at, previous_response_id=params.previous_response_id,
             background=request.background, stored=params.store, agent=run.agent.name if run is not None else "",
+            instance_id=self.leases.instance_id if self.leases is not None else "",
         )
         if params.store:
             record.input_items = await self._wire_input(request.raw_input, owner)
@@ -153,16 +192,24 @@ class PersistentResponses(StoredResponses):
         if not visible_early:
             self._deferred[builder] = record
             return
+        shared = self.store.shared  # other processes may be asked for this id next
         if not params.store:
-            # A tombstone, so chaining onto it gets a clear 400; not awaited.
-            self.writer.submit(record, deferrable=True)
+            # A tombstone, so chaining onto it gets a clear 400; awaited only when another
+            # process may be asked (it cannot wait on this one's writer).
+            tombstone = self.writer.submit(record, deferrable=not shared)
+            if shared:
+                await tombstone
             return
         if run is None:
             raise ValueError("a streamed or background response needs its run to be followed")
         builder.record_events = True
         record.resource = {**builder.resource(), "status": record.status}
-        # Not awaited: the live entry answers reads until the record is in (see LiveResponse).
+        # Not awaited on SQLite: the live entry answers reads until the record is in (see
+        # LiveResponse). On a shared database another process may be asked for the id as soon
+        # as response.created is out, and only the database can answer it there: in first.
         recorded = self.writer.submit(record)
+        if shared:
+            recorded = _done(await recorded)
         live = LiveResponse(builder, run, owner=owner, background=request.background, store=self.store,
                             max_bytes=self.settings.max_stored_bytes, recorded=recorded,
                             on_settled=self.live.forget)
@@ -225,6 +272,10 @@ class PersistentResponses(StoredResponses):
             raise ApiError(400, f"this response's input takes {size} bytes to store, over the server's limit of "
                            f"{limit} bytes per stored response; send store: false, or a smaller input",
                            param="input", code="response_too_large_to_store")
+
+
+async def _done(value: int) -> int:
+    return value
 
 
 def _in_progress(response_id: str, waited: float) -> ApiError:

@@ -27,7 +27,7 @@ _CONVERSATIONS: weakref.WeakKeyDictionary[Kernel, ConversationsService] = weakre
 
 def make_stored(kernel: Kernel, settings: OpenResponsesSettings) -> StoredResponses:
     """The response store: tables in the kernel's store (SQLite or PostgreSQL)."""
-    return PersistentResponses(settings, SqlResponseStore(kernel.store))
+    return PersistentResponses(settings, SqlResponseStore(kernel.store), kernel.leases)
 
 
 @hookimpl

@@ -91,10 +91,11 @@ def _part_events(emit: Any, at: dict[str, Any], kind: str, part: dict[str, Any])
 # --------------------------------------------------------------------------- interrupted runs
 
 
-def salvage_output(events: list[Event]) -> list[dict[str, Any]]:
-    """The output items an event log got as far as (unfinished ones ``incomplete``).
+def salvage_output(events: list[Event], unfinished: str = "incomplete") -> list[dict[str, Any]]:
+    """The output items an event log got as far as (unfinished ones get status ``unfinished``).
 
-    Used when a restart interrupted a run: what its stream already said is kept.
+    Used when a restart interrupted a run: what its stream already said is kept; and
+    (``unfinished="in_progress"``) to show a run another process executes as it stands.
     """
     items: dict[int, dict[str, Any]] = {}
     finished: set[int] = set()
@@ -110,7 +111,7 @@ def salvage_output(events: list[Event]) -> list[dict[str, Any]]:
             _apply_delta(items[index], kind, event)
     for index, item in items.items():
         if index not in finished:
-            item["status"] = "incomplete"
+            item["status"] = unfinished
     return [items[i] for i in sorted(items)]
 
 

@@ -3,7 +3,8 @@
 OpenAI-compatible extras beyond the OpenResponses spec. Every lookup is scoped to the
 caller's API key: another key's response answers 404 exactly like a missing one.
 A response still running in this process is served from its live builder; a
-finished one from the store.
+finished one from the store; one running in another process (PostgreSQL) from the
+store as that process writes it (:mod:`plugins.openresponses.remote`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from quart import Response, g, request
 
 from kernel import ApiError
 from kernel.streaming import sse_response
+from plugins.openresponses import remote
 from plugins.openresponses.builder import TERMINAL_EVENTS, Event
 from plugins.openresponses.live import LiveResponse
 from plugins.openresponses.persistent import ACTIVE_STATUSES, WRITE_WAIT_SECONDS, PersistentResponses, owner_of
@@ -54,9 +56,18 @@ class Retrieval:
                 return sse_response(sse_chunks(live.follower, after), keepalive=self.settings.keepalive_seconds)
             return _json(live.builder.resource())
         record = await self._record(response_id)
+        if stream and record.status in ACTIVE_STATUSES and self.store.shared:
+            return sse_response(self._follow(record, after), keepalive=self.settings.keepalive_seconds)
         if stream:
             return sse_response(self._replay(record, after), keepalive=self.settings.keepalive_seconds)
+        if record.status in ACTIVE_STATUSES and self.store.shared:
+            return _json(await remote.current(self.store, record))  # running in another process
         return _json(record.resource)
+
+    async def _follow(self, record: ResponseRecord, after: int) -> AsyncIterator[bytes]:
+        async for event in remote.follow(self.store, record, after):
+            yield encode_event(event)
+        yield DONE_CHUNK
 
     async def _replay(self, record: ResponseRecord, after: int) -> AsyncIterator[bytes]:
         events = await self.replay_events(record)
@@ -83,10 +94,10 @@ class Retrieval:
             # delete must not answer "in progress"; wait the moment it takes.
             await live.wait_settled(WRITE_WAIT_SECONDS)
         elif live is not None:
-            raise ApiError(409, f"response {response_id!r} is still in progress; cancel it (background "
-                           "responses) or wait for it to finish, then delete it", param="response_id",
-                           code="response_in_progress")
-        await self._record(response_id)
+            raise _still_running(response_id)
+        record = await self._record(response_id)
+        if live is None and record.status in ACTIVE_STATUSES and self.store.shared:
+            raise _still_running(response_id)  # in another process
         if not await self.store.delete(response_id, owner_of(g.principal)):
             raise _not_found(response_id)
         if live is not None:
@@ -99,16 +110,25 @@ class Retrieval:
         live = self._live(response_id)
         if live is None:
             record = await self._record(response_id)
+            if record.status in ACTIVE_STATUSES and self.store.shared:
+                return await self._cancel_elsewhere(record)
             raise _not_cancellable(response_id, record.status)
         if not live.background:
-            raise ApiError(400, f"response {response_id!r} was not created with background: true; only "
-                           "background responses can be cancelled (a foreground one stops when its client "
-                           "disconnects)", param="response_id", code="response_not_background")
+            raise _not_background(response_id)
         stopped = live.run.cancel()
         await live.wait_settled(CANCEL_SETTLE_SECONDS)
         if not stopped:
             raise _not_cancellable(response_id, live.builder.status)
         return _json(live.builder.resource())
+
+    async def _cancel_elsewhere(self, record: ResponseRecord) -> Response:
+        """Cancel a run another process executes (it hears the request and stops it)."""
+        if not record.background:
+            raise _not_background(record.id)
+        final = await remote.cancel(self.store, record, CANCEL_SETTLE_SECONDS)
+        if final.status != "cancelled":
+            raise _not_cancellable(record.id, final.status)
+        return _json(final.resource)
 
     # ------------------------------------------------------------------ GET /v1/responses/{id}/input_items
 
@@ -149,6 +169,18 @@ class Retrieval:
 def _not_found(response_id: str) -> ApiError:
     return ApiError(404, f"response {response_id!r} was not found (it may have been deleted or expired, or "
                     "belong to another API key)", param="response_id", code="response_not_found")
+
+
+def _still_running(response_id: str) -> ApiError:
+    return ApiError(409, f"response {response_id!r} is still in progress; cancel it (background "
+                    "responses) or wait for it to finish, then delete it", param="response_id",
+                    code="response_in_progress")
+
+
+def _not_background(response_id: str) -> ApiError:
+    return ApiError(400, f"response {response_id!r} was not created with background: true; only "
+                    "background responses can be cancelled (a foreground one stops when its client "
+                    "disconnects)", param="response_id", code="response_not_background")
 
 
 def _not_cancellable(response_id: str, status: str) -> ApiError:

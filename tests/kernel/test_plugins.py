@@ -310,7 +310,7 @@ async def test_register_migrations_applies_each_version_once_before_startup(tmp_
             applied = await kernel.store.fetchall(
                 "SELECT namespace, version FROM kernel_migrations ORDER BY namespace, version")
             assert [(r["namespace"], r["version"]) for r in applied] == [
-                ("example", 1), ("kernel", 1), ("kernel", 2), ("notes", 1), ("notes", 2)]
+                ("example", 1), ("kernel", 1), ("kernel", 2), ("kernel", 3), ("notes", 1), ("notes", 2)]
             # The example plugin's own table (declared the same way) counts its greetings.
             for _ in range(2):
                 greetings += 1

@@ -55,12 +55,18 @@ class ConversationsService:
         """Start the retention sweep (conversations untouched for longer are deleted with their items)."""
         retention = self.retention_seconds
         if retention is not None:
-            self._sweeper = Sweeper(self.records.expire, retention, self.settings.sweep_interval_seconds)
+            self._sweeper = Sweeper(self._expire_if_leader, retention, self.settings.sweep_interval_seconds)
             self._sweeper.start()
 
     async def stop(self) -> None:
         if self._sweeper is not None:
             await self._sweeper.stop()
+
+    async def _expire_if_leader(self, older_than: float) -> int:
+        # Once across the cluster: only the store's housekeeping leader sweeps.
+        if not await self.kernel.store.lead():
+            return 0
+        return await self.records.expire(older_than)
 
     async def sweep(self, now: float | None = None) -> int:
         """Delete conversations idle past the retention (what the periodic sweep does); the count."""

@@ -40,6 +40,8 @@ class ResponseRecord:
     not_stored_reason: str | None = None
     # The agent that answered (the model field names it only sometimes); "" when unknown.
     agent: str = ""
+    # The process executing it (kernel.store.leases); its lease is that process's.
+    instance_id: str = ""
 
 
 @dataclass
@@ -98,6 +100,9 @@ class ResponseStore(Protocol):
     is indistinguishable from a missing one.
     """
 
+    #: True when other processes read and write the same database (PostgreSQL).
+    shared: bool
+
     async def open(self) -> None:
         """Create tables; idempotent."""
 
@@ -155,8 +160,11 @@ class ResponseStore(Protocol):
         """Delete finished responses created before ``older_than`` (epoch seconds) with their
         items and event logs, in short transactions; returns the count."""
 
-    async def fail_interrupted(self, message: str, salvage: Salvage | None = None) -> int:
-        """Mark every queued/in-progress response failed (after a restart); returns the count.
+    async def fail_interrupted(self, message: str, salvage: Salvage | None = None, *,
+                               orphaned: tuple[str, tuple[Any, ...]] | None = None) -> int:
+        """Mark queued/in-progress responses failed; returns the count.
 
-        ``salvage``, when given, turns each one's event log into the output it keeps.
+        ``orphaned`` (SQL and parameters, see kernel.store.leases) limits it to those whose
+        process holds no lease. ``salvage``, when given, turns each one's event log into the
+        output it keeps.
         """

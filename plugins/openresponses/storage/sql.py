@@ -88,11 +88,18 @@ SCHEMA = Schema("openresponses", (
         _agent_column,
         "CREATE INDEX IF NOT EXISTS or_responses_owner_created ON or_responses (owner, created_at)",
     )),
+    Migration(4, "stored responses: the process running each (its lease)", (
+        "ALTER TABLE or_responses ADD COLUMN instance_id TEXT NOT NULL DEFAULT ''",
+    )),
 ))
 
 _COLUMNS = ("id, owner, previous_response_id, status, stored, background, created_at, updated_at, resource, "
-            "output_items, model_input, agent")
+            "output_items, model_input, agent, instance_id")
 _ACTIVE = ("queued", "in_progress")
+# Notified (payload: the response id) when a response's events or final state are written.
+CHANNEL = "or_events"
+# Notified (payload: the response id) to cancel a background run in whichever process runs it.
+CANCEL_CHANNEL = "or_cancel"
 # Responses deleted per transaction by a retention sweep.
 EXPIRE_BATCH = 500
 _REASON = "not_stored_reason"  # a tombstone's resource column holds only why it is one
@@ -175,7 +182,8 @@ def _rows(record: ResponseRecord, now: float) -> tuple[tuple[Any, ...], list[tup
         resource, output, model_input, inputs, refs = _dumps(reason), "[]", "[]", [], []
     status = record.status if record.stored else TOMBSTONE_STATUS
     response = (record.id, record.owner, record.previous_response_id, status, int(record.stored),
-                int(record.background), record.created_at, now, resource, output, model_input, record.agent)
+                int(record.background), record.created_at, now, resource, output, model_input, record.agent,
+                record.instance_id)
     return response, inputs, refs
 
 
@@ -184,6 +192,11 @@ class SqlResponseStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes read this database (see kernel.store.Store.shared)."""
+        return self.store.shared
 
     async def open(self) -> None:
         """Bring the tables up to date (a no-op once the kernel migrated them at startup)."""
@@ -228,7 +241,7 @@ class SqlResponseStore:
         rows = [_rows(record, time.time()) for record in records]
         async with self.store.transaction("responses", len(records)) as db:
             await db.executemany(
-                f"INSERT INTO or_responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO or_responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [response for response, _, _ in rows],
             )
             inputs = [row for _, record_inputs, _ in rows for row in record_inputs]
@@ -257,6 +270,7 @@ class SqlResponseStore:
                     "INSERT INTO or_item_refs (item_id, response_id) VALUES (?, ?)",
                     [(item_id, response_id) for item_id in _item_ids(output_items)],
                 )
+            await db.notify(CHANNEL, response_id)
         return len(resource_json) + len(output_json)
 
     async def append_events(self, response_id: str, events: list[StoredEvent]) -> int:
@@ -266,6 +280,7 @@ class SqlResponseStore:
         async with self.store.transaction() as db:
             await db.executemany(
                 "INSERT INTO or_events (response_id, seq, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
+            await db.notify(CHANNEL, response_id)
         return sum(len(row[2]) for row in rows)
 
     async def events_after(self, response_id: str, after: int) -> list[StoredEvent]:
@@ -350,6 +365,7 @@ class SqlResponseStore:
             )
             for table in ("or_input_items", "or_events", "or_item_refs"):
                 await db.execute(f"DELETE FROM {table} WHERE response_id = ?", (response_id,))
+            await db.notify(CHANNEL, response_id)
 
     async def delete(self, response_id: str, owner: str) -> bool:
         async with self.store.transaction() as db:
@@ -401,11 +417,16 @@ class SqlResponseStore:
             if count < batch:
                 return removed
 
-    async def fail_interrupted(self, message: str, salvage: Salvage | None = None) -> int:
+    async def fail_interrupted(self, message: str, salvage: Salvage | None = None, *,
+                               orphaned: tuple[str, tuple[Any, ...]] | None = None) -> int:
+        where = f"status IN ({', '.join('?' * len(_ACTIVE))}) AND stored = 1"
+        extra: tuple[Any, ...] = ()
+        if orphaned is not None:
+            where += f" AND {orphaned[0]}"
+            extra = orphaned[1]
         rows = await self.store.fetchall(
-            "SELECT id, resource, created_at, previous_response_id FROM or_responses "
-            f"WHERE status IN ({', '.join('?' * len(_ACTIVE))}) AND stored = 1",
-            _ACTIVE,
+            f"SELECT id, resource, created_at, previous_response_id FROM or_responses WHERE {where}",
+            (*_ACTIVE, *extra),
         )
         now = time.time()
         updates = []
@@ -415,19 +436,22 @@ class SqlResponseStore:
             except DamagedRecordError as exc:
                 report(row["id"], str(exc))
                 damaged = failed_resource(row["id"], row["created_at"], row["previous_response_id"], str(exc))
-                updates.append((_dumps(damaged), "[]", now, row["id"]))
+                updates.append((_dumps(damaged), "[]", now, row["id"], *_ACTIVE))
                 continue
             resource["status"] = "failed"
             resource["error"] = {"code": "server_error", "message": message, "type": "server_error", "param": None}
             if salvage is not None:
                 resource["output"] = salvage([e.data for e in await self.events_after(row["id"], -1)])
-            updates.append((_dumps(resource), _dumps(resource.get("output") or []), now, row["id"]))
+            updates.append((_dumps(resource), _dumps(resource.get("output") or []), now, row["id"], *_ACTIVE))
         async with self.store.transaction() as db:
+            # Still active: a run that finished meanwhile keeps its own final state.
             await db.executemany(
                 "UPDATE or_responses SET status = 'failed', resource = ?, output_items = ?, updated_at = ? "
-                "WHERE id = ?",
+                f"WHERE id = ? AND status IN ({', '.join('?' * len(_ACTIVE))})",
                 updates,
             )
+            for update in updates:
+                await db.notify(CHANNEL, update[3])  # followers in other processes end their streams
             # Tombstones written as "in_progress" by an earlier version would never expire.
             await db.execute(
                 f"UPDATE or_responses SET status = '{TOMBSTONE_STATUS}', updated_at = ? "

@@ -7,8 +7,21 @@ import time
 
 from kernel import Message, RunError, TextPart, Usage
 from kernel.runs import RunResult
+from kernel.sessions import KERNEL_SCHEMA
+from kernel.store import Store, migrate
+from kernel.store.leases import Leases
 from plugins.hooks.records import MAX_OUTPUT_CHARS, HookRunRecord, HookRunStore
 from plugins.hooks.service import summary_line
+
+
+async def hook_runs(store: Store, retention_seconds: float) -> tuple[HookRunStore, Leases]:
+    """A process's view: its lease taken (the kernel's schema migrated first, as at startup)."""
+    await migrate(store, [KERNEL_SCHEMA])
+    leases = Leases(store, lease_seconds=30)
+    await leases.start()
+    runs = HookRunStore(store, retention_seconds, leases)
+    await runs.open()
+    return runs, leases
 
 
 def record(run_id: str) -> HookRunRecord:
@@ -19,18 +32,17 @@ def record(run_id: str) -> HookRunRecord:
 async def test_unfinished_runs_are_marked_interrupted_at_open(make_store):
     store = make_store()
     await store.open()
-    runs = HookRunStore(store, retention_seconds=60)
-    await runs.open()
+    runs, leases = await hook_runs(store, 60)
     await runs.create(record("run_a"))
     await runs.create(record("run_b"))
     await runs.finish("run_b", status="completed", output_text="x" * (MAX_OUTPUT_CHARS + 5),
                       usage={"input_tokens": 1}, error=None, finished_at=time.time())
+    await leases.stop()  # the process stops with run_a unfinished: its lease is given up
     await store.close()
 
     store = make_store()  # the next process
     await store.open()
-    runs = HookRunStore(store, retention_seconds=60)
-    await runs.open()
+    runs, _ = await hook_runs(store, 60)
     a, b = await runs.get("run_a"), await runs.get("run_b")
     assert a.status == "failed" and a.error["code"] == "interrupted" and a.finished_at is not None
     assert b.status == "completed" and b.output_truncated and len(b.output_text) == MAX_OUTPUT_CHARS
@@ -41,8 +53,7 @@ async def test_unfinished_runs_are_marked_interrupted_at_open(make_store):
 async def test_expired_records_vanish(make_store):
     store = make_store()
     await store.open()
-    runs = HookRunStore(store, retention_seconds=0.05)
-    await runs.open()
+    runs, _ = await hook_runs(store, 0.05)
     await runs.create(record("run_a"))
     await runs.create(record("run_live"))
     await runs.finish("run_a", status="completed", output_text="", usage=None, error=None, finished_at=time.time())

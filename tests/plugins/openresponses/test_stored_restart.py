@@ -79,7 +79,7 @@ def test_chains_and_records_survive_restarts_and_interrupted_runs_fail(tmp_path)
         # The run the crash interrupted is failed, with what it had said kept; its stream replays and ends.
         interrupted = http.get(f"/v1/responses/{running['id']}").json()
         assert_valid("ResponseResource", interrupted)
-        assert interrupted["status"] == "failed" and "restarted" in interrupted["error"]["message"]
+        assert interrupted["status"] == "failed" and "stopped" in interrupted["error"]["message"]
         kept = _text(interrupted)
         assert kept and long_text.startswith(kept.rstrip()) and interrupted["output"][0]["status"] == "incomplete"
         events = parse_sse(http.get(f"/v1/responses/{running['id']}", params={"stream": "true"}).content)
@@ -91,7 +91,7 @@ def test_chains_and_records_survive_restarts_and_interrupted_runs_fail(tmp_path)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         text = log.read_text()
-        assert "marked 1 stored response(s) interrupted by a restart as failed" in text
+        assert "marked 1 stored response(s) failed: the process running them stopped" in text
         assert "Traceback" not in text and " ERROR " not in text
 
     with serving(config) as (_, http, _):
