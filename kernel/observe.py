@@ -2,13 +2,13 @@
 
 An :class:`Observer` is a plain object with synchronous methods the kernel calls at
 fixed points (request start and end, run admission, start and end, provider calls,
-store writes). A plugin adds one with ``kernel.observers.add(obs)`` (typically in
-``register_routes``); with none added the kernel skips every call site, so the seam
-costs nothing when unused. Observer methods must be quick and must not block: they run
-on the event loop, inside the request or the run. Only :meth:`Observer.request_started`
-and :meth:`Observer.admit_run` may raise (an :class:`kernel.errors.ApiError`, e.g. a
-429 for a quota); an exception from any other method is logged and ignored, so an
-observer can never break a request or a run.
+server-side tool calls of the agent loop, store writes). A plugin adds one with
+``kernel.observers.add(obs)`` (typically in ``register_routes``); with none added the
+kernel skips every call site, so the seam costs nothing when unused. Observer methods
+must be quick and must not block: they run on the event loop, inside the request or
+the run. Only :meth:`Observer.request_started` and :meth:`Observer.admit_run` may raise
+(an :class:`kernel.errors.ApiError`, e.g. a 429 for a quota); an exception from any
+other method is logged and ignored, so an observer can never break a request or a run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kernel.streaming import WATCH_SCOPE_KEY, ResponseWatch, run_client_left
 if TYPE_CHECKING:
     from kernel.agents import Agent
     from kernel.runs import Run
+    from kernel.tools import ToolOutput, ToolSet
     from kernel.types import RunError, Turn
 
 log = logging.getLogger("kernel.observe")
@@ -92,6 +93,15 @@ class Observer:
 
     def provider_call_finished(self, run: Run, token: Any, error: RunError | None) -> None:
         """The provider call ended (``error`` set when it failed)."""
+
+    def tool_call_started(self, run: Run, toolset: ToolSet, tool: str, call_id: str, arguments: str) -> Any:
+        """The agent loop is about to run server-side tool ``tool`` of ``toolset`` for ``run``
+        (in the call's own task). ``arguments`` is the model's JSON text (client content:
+        never log it). The value returned is handed back to :meth:`tool_call_finished`."""
+
+    def tool_call_finished(self, run: Run, token: Any, output: ToolOutput) -> None:
+        """The tool call ended: ``output.is_error`` for a failure (the tool's error, bad
+        arguments, a timeout, or the run cancelled)."""
 
     def provider_retry(self, provider: str, kind: str) -> None:
         """A provider retried a call to its backend after a fault of ``kind``."""
@@ -192,6 +202,23 @@ class Observers:
                 o.provider_call_finished(run, token, error)
             except Exception:
                 log.exception("observer %r failed in provider_call_finished", o)
+
+    def tool_call_started(self, run: Run, toolset: ToolSet, tool: str, call_id: str, arguments: str) -> list[Any]:
+        tokens = []
+        for o in self._all:
+            try:
+                tokens.append(o.tool_call_started(run, toolset, tool, call_id, arguments))
+            except Exception:
+                log.exception("observer %r failed in tool_call_started", o)
+                tokens.append(None)
+        return tokens
+
+    def tool_call_finished(self, run: Run, tokens: list[Any], output: ToolOutput) -> None:
+        for o, token in zip(self._all, tokens, strict=False):
+            try:
+                o.tool_call_finished(run, token, output)
+            except Exception:
+                log.exception("observer %r failed in tool_call_finished", o)
 
     def provider_retry(self, provider: str, kind: str) -> None:
         self._each("provider_retry", provider, kind)

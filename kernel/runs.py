@@ -330,7 +330,7 @@ class Run:
         turn = self.turn
         toolsets = [*kernel.tools.for_agent(self.agent), *turn.toolsets]
         if toolsets or has_loop_items(turn.history) or has_loop_items(turn.input):
-            await AgentLoop(self, provider, toolsets).drive()
+            await AgentLoop(self, provider, toolsets, kernel.observers).drive()
             return
         policy = ToolPolicy(self.turn)
         stream = provider.stream(self.turn)

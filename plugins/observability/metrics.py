@@ -125,6 +125,11 @@ class Metrics:
                                          "Duration of a call to a provider",
                                          ("provider", "gen_ai_operation_name", "error_type"),
                                          buckets=DURATION_BUCKETS, registry=r)
+        self.tool_calls = FastCounter("agentkernel_tool_calls", "Server-side tool calls the agent loop ran",
+                                      ("toolset", "tool", "status"), registry=r)
+        self.tool_duration = FastHistogram("agentkernel_tool_call_duration_seconds",
+                                           "Duration of a server-side tool call", ("toolset", "tool"),
+                                           buckets=DURATION_BUCKETS, registry=r)
         self.provider_retries = Counter("agentkernel_provider_retries",
                                         "Calls a provider retried against its backend, by fault",
                                         ("provider", "kind"), registry=r)

@@ -19,12 +19,15 @@ from plugins.observability.usage import UsageStore, usage_row
 if TYPE_CHECKING:
     from kernel.agents import Agent
     from kernel.runs import Run
+    from kernel.tools import ToolOutput, ToolSet
     from kernel.types import RunError
     from plugins.observability.tracing import Tracing
 
 # Set while an HTTP request (already counted against requests_per_minute) is being handled.
 IN_HTTP_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("observability_in_http_request", default=False)
 FIRST_OUTPUT_KINDS = frozenset({"text_delta", "reasoning_delta", "tool_call_start"})
+# The toolset label of every tool set a request brought (its server_label is client text).
+REQUEST_TOOLSET = "_request"
 CHARS_PER_TOKEN = 4  # the usual rough figure for English text; settled with actual usage after the run
 
 
@@ -85,6 +88,10 @@ class ObservabilityObserver(Observer):
         self.usage = usage
         self.tracing = tracing
         self.codes = BoundedLabel()  # error codes can come from upstreams: capped
+        # Tool names: the operator's tool sets' (capped generously) and those of tool sets a
+        # request brought (client-made: capped on their own, so they cannot crowd out the rest).
+        self.tool_names = BoundedLabel(limit=200)
+        self.request_tool_names = BoundedLabel(limit=50)
         self._runs: dict[str, RunState] = {}
         self._admitted: Reservation | None = None
 
@@ -204,6 +211,28 @@ class ObservabilityObserver(Observer):
             self.quotas.settle(state.reservation, input_tokens + output_tokens)
         if state.span is not None and self.tracing is not None:
             self.tracing.run_finished(run, state.span)
+
+    # ------------------------------------------------------------------ server-side tools
+
+    def tool_call_started(self, run: Run, toolset: ToolSet, tool: str, call_id: str, arguments: str) -> Any:
+        if getattr(toolset, "per_request", False):
+            labels = (REQUEST_TOOLSET, self.request_tool_names(tool))  # a client-chosen server label: not a label
+        else:
+            labels = (toolset.name, self.tool_names(tool))
+        span = None
+        if self.tracing is not None:
+            state = self._runs.get(run.id)
+            span = self.tracing.tool_call_started(state.span if state is not None else None, toolset.name, tool,
+                                                  call_id, arguments)
+        return time.perf_counter(), labels, span
+
+    def tool_call_finished(self, run: Run, token: Any, output: ToolOutput) -> None:
+        started, labels, span = token
+        m = self.metrics
+        m.tool_calls.labels(*labels, "error" if output.is_error else "ok").value += 1
+        m.tool_duration.labels(*labels).observe(time.perf_counter() - started)
+        if span is not None and self.tracing is not None:
+            self.tracing.tool_call_finished(span, output)
 
     # ------------------------------------------------------------------ providers and store
 

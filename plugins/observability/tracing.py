@@ -149,6 +149,31 @@ class Tracing:
             span.set_attribute("error.type", error.code)
         span.end()
 
+    def tool_call_started(self, run_span: Any, toolset: str, tool: str, call_id: str,
+                          arguments: str) -> tuple[Any, object]:
+        """An ``execute_tool`` span, child of the run's span (a sibling of its provider call),
+        current while the tool runs (the call has a task of its own)."""
+        parent = trace.set_span_in_context(run_span) if run_span is not None else None
+        span = self.tracer.start_span(
+            f"execute_tool {tool}", context=parent, kind=SpanKind.INTERNAL,
+            attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                        "gen_ai.tool.call.id": call_id, "gen_ai.tool.type": "extension",
+                        "agentkernel.toolset": toolset},
+        )
+        if self.record_content:
+            span.set_attribute("gen_ai.tool.call.arguments", arguments)
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def tool_call_finished(self, handle: tuple[Any, object], output: Any) -> None:
+        span, token = handle
+        otel_context.detach(token)
+        if self.record_content:
+            span.set_attribute("gen_ai.tool.call.result", output.text)
+        if output.is_error:
+            span.set_status(Status(StatusCode.ERROR, output.text[:200] if self.record_content else None))
+            span.set_attribute("error.type", "tool_error")
+        span.end()
+
     def outgoing_headers(self, headers: dict[str, str]) -> None:
         """``traceparent`` (and ``tracestate``) of the current span, for the upstream request."""
         PROPAGATOR.inject(headers)
