@@ -9,8 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, g, jsonify, request
 
 from kernel import ApiError, public
+from plugins.observability.ledger import GROUP_COLUMNS, GroupBy
 from plugins.observability.settings import ObservabilitySettings
-from plugins.observability.usage import GROUP_COLUMNS, GroupBy
 
 if TYPE_CHECKING:
     from kernel.runtime import Kernel

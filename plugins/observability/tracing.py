@@ -47,8 +47,9 @@ def make_exporter(settings: ObservabilitySettings) -> SpanExporter:
 class Tracing:
     """Starts and ends the spans; every method is synchronous and cheap."""
 
-    def __init__(self, settings: ObservabilitySettings) -> None:
+    def __init__(self, settings: ObservabilitySettings, db_system: str = "sqlite") -> None:
         self.record_content = settings.record_content
+        self.db_system = db_system  # the kernel store's backend, for store spans
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": settings.service_name}),
             sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
@@ -184,7 +185,7 @@ class Tracing:
             return  # a write outside any request or run (startup, a timer): no trace to join
         start_ns = int(started * 1e9)
         span = self.tracer.start_span(f"store {label}", kind=SpanKind.INTERNAL, start_time=start_ns,
-                                      attributes={"db.system.name": "sqlite", "agentkernel.store": label,
+                                      attributes={"db.system.name": self.db_system, "agentkernel.store": label,
                                                   "agentkernel.store.items": items})
         if not ok:
             span.set_status(Status(StatusCode.ERROR))
