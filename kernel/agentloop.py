@@ -114,7 +114,7 @@ class AgentLoop:
                  observers: Observers | None = None) -> None:
         self.run = run
         # Told of every server-side tool call (spans, metrics); None or empty: not called at all.
-        self.observers = observers if observers else None
+        self.observers = observers if observers is not None and observers.active else None
         self.provider = provider
         self.toolsets = toolsets
         self.turn = run.turn

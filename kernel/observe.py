@@ -122,9 +122,12 @@ class Observers:
         # Per method, the bound methods of the observers that override it (the base class's
         # no-ops are skipped: most calls happen several times per request).
         self._bound: dict[str, list[Callable[..., Any]]] = {}
+        #: True once an observer is added. Call sites test this attribute rather than the
+        #: object's truth (``__bool__`` is a Python call; they run several times a request).
+        self.active = False
 
     def __bool__(self) -> bool:
-        return bool(self._all)
+        return self.active
 
     def __iter__(self) -> Any:
         return iter(self._all)
@@ -132,6 +135,7 @@ class Observers:
     def add(self, observer: Observer) -> None:
         """Register an observer (before the app serves its first request)."""
         self._all.append(observer)
+        self.active = True
         names = [n for n in vars(Observer) if not n.startswith("_")]
         self._bound = {n: [getattr(o, n) for o in self._all if getattr(type(o), n, None) is not getattr(Observer, n)]
                        for n in names}

@@ -14,7 +14,7 @@ from kernel.types import Message, Reasoning, ToolCall, ToolResult, Turn
 from plugins.observability.labels import KNOWN_METHODS, BoundedLabel
 from plugins.observability.metrics import Metrics, RunChildren
 from plugins.observability.quotas import Quotas, Reservation
-from plugins.observability.usage import UsageStore, usage_row
+from plugins.observability.usage import MAX_MODEL_LENGTH, UsageStore
 
 if TYPE_CHECKING:
     from kernel.agents import Agent
@@ -93,6 +93,7 @@ class ObservabilityObserver(Observer):
         self.tool_names = BoundedLabel(limit=200)
         self.request_tool_names = BoundedLabel(limit=50)
         self._runs: dict[str, RunState] = {}
+        self._http_children = metrics._http
         self._admitted: Reservation | None = None
 
     # ------------------------------------------------------------------ requests
@@ -112,7 +113,7 @@ class ObservabilityObserver(Observer):
             raise exc from None
 
     def response_headers(self, info: RequestInfo, headers: MutableMapping[str, str]) -> None:
-        if self.quotas and info.principal:
+        if self.quotas.keys and info.principal:
             headers.update(self.quotas.headers(info.principal))
 
     def response_started(self, info: RequestInfo) -> None:
@@ -124,7 +125,8 @@ class ObservabilityObserver(Observer):
         route, plugin = info.route or "-", info.plugin or "-"
         method = info.method if info.method in KNOWN_METHODS else "_OTHER"  # method_label(), inlined
         status = "499" if info.status is None else str(info.status)  # status_class(), inlined
-        children = self.metrics.http((method, route, plugin, info.principal or "-", status))
+        key = (method, route, plugin, info.principal or "-", status)
+        children = self._http_children.get(key) or self.metrics.http(key)  # the lookup inlined: a call saved
         children.requests.value += 1
         children.duration.observe((info.finished or time.perf_counter()) - info.started)
         if not info.completed:
@@ -170,9 +172,13 @@ class ObservabilityObserver(Observer):
 
     def provider_call_finished(self, run: Run, token: Any, error: RunError | None) -> None:
         started, handle = token
-        provider = run.agent.provider
-        self.metrics.client_duration.labels(provider, "chat", self.codes(error.code) if error else "").observe(
-            time.perf_counter() - started)
+        if error is None:
+            state = self._runs.get(run.id)
+            duration = state.children.client_duration if state is not None else \
+                self.metrics.client_duration.labels(run.agent.provider, "chat", "")
+        else:
+            duration = self.metrics.client_duration.labels(run.agent.provider, "chat", self.codes(error.code))
+        duration.observe(time.perf_counter() - started)
         if handle is not None and self.tracing is not None:
             self.tracing.provider_call_finished(run, handle, error)
 
@@ -181,7 +187,7 @@ class ObservabilityObserver(Observer):
         now = time.perf_counter()
         agent, provider, principal = run.agent.name, run.agent.provider, run.principal or "-"
         children = state.children if state is not None else self.metrics.run(agent, provider, principal)
-        usage = run.result().usage
+        usage = run.usage
         input_tokens = usage.input_tokens if usage is not None else 0
         output_tokens = usage.output_tokens if usage is not None else 0
         finished, duration = self.metrics.finished(children, run.status)
@@ -194,9 +200,8 @@ class ObservabilityObserver(Observer):
             children.client_output.observe(output_tokens)
         if run.status == "failed" and run.error is not None:
             self.metrics.provider_faults.labels(provider, self.codes(run.error.code)).inc()
-        self.usage.record(usage_row(principal=principal, agent=agent, provider=provider, model=run.turn.model,
-                                    status=run.status, input_tokens=input_tokens, output_tokens=output_tokens,
-                                    finished_at=self.quotas.clock()))
+        self.usage.add(self.quotas.clock(), principal, agent, provider, (run.turn.model or "")[:MAX_MODEL_LENGTH],
+                       run.status, input_tokens, output_tokens)
         if state is None:
             return
         children.in_flight.value -= 1

@@ -48,6 +48,10 @@ class UsageStore(Protocol):
     def record(self, row: UsageRow) -> None:
         """Queue a row (synchronous: called at the end of a run)."""
 
+    def add(self, finished_at: float, principal: str, agent: str, provider: str, model: str, status: str,
+            input_tokens: int, output_tokens: int) -> None:
+        """Queue a finished run, fields as in :class:`UsageRow` (the model already cut)."""
+
     async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -74,14 +78,20 @@ class SqlUsageStore:
         self._task = asyncio.get_running_loop().create_task(self._flush_periodically(), name="usage-flush")
 
     def record(self, row: UsageRow) -> None:
-        key = (row.principal, row.agent, row.provider, row.model, row.status, int(row.finished_at // 86400))
+        """Queue a row."""
+        self.add(*row)
+
+    def add(self, finished_at: float, principal: str, agent: str, provider: str, model: str, status: str,
+            input_tokens: int, output_tokens: int) -> None:
+        """Queue a finished run (:meth:`record` without building a row: called for every run)."""
+        key = (principal, agent, provider, model, status, int(finished_at // 86400))
         sums = self._pending.get(key)
         if sums is None:
-            self._pending[key] = [row.finished_at, 1, row.input_tokens, row.output_tokens]
+            self._pending[key] = [finished_at, 1, input_tokens, output_tokens]
         else:
             sums[1] += 1
-            sums[2] += row.input_tokens
-            sums[3] += row.output_tokens
+            sums[2] += input_tokens
+            sums[3] += output_tokens
 
     async def flush(self) -> None:
         async with self._lock:  # one batch at a time, in order
