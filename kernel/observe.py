@@ -56,6 +56,10 @@ class RequestInfo:
 class Observer:
     """Base class with every method a no-op: override the ones you need."""
 
+    #: Overridden methods this instance does not need after all (decided when it is built,
+    #: e.g. no key has limits): the kernel skips them, as it skips the ones not overridden.
+    unused_hooks: frozenset[str] = frozenset()
+
     def request_started(self, info: RequestInfo) -> None:
         """The request was authenticated and routed (``info.route`` / ``principal`` set).
 
@@ -136,8 +140,10 @@ class Observers:
         """Register an observer (before the app serves its first request)."""
         self._all.append(observer)
         self.active = True
-        names = [n for n in vars(Observer) if not n.startswith("_")]
-        self._bound = {n: [getattr(o, n) for o in self._all if getattr(type(o), n, None) is not getattr(Observer, n)]
+        names = [n for n in vars(Observer) if not n.startswith("_") and callable(getattr(Observer, n))]
+        self._bound = {n: [getattr(o, n) for o in self._all
+                           if getattr(type(o), n, None) is not getattr(Observer, n)
+                           and n not in getattr(o, "unused_hooks", ())]
                        for n in names}
 
     # Calls that may refuse: exceptions propagate.

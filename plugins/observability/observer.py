@@ -46,7 +46,7 @@ def estimate_tokens(turn: Turn) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) + (turn.limits.max_output_tokens or 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class RunState:
     """What the observer keeps about a run between its start and its end."""
 
@@ -94,6 +94,14 @@ class ObservabilityObserver(Observer):
         self.request_tool_names = BoundedLabel(limit=50)
         self._runs: dict[str, RunState] = {}
         self._http_children = metrics._http
+        # Without limited keys (and without traces) these have nothing to do: the kernel
+        # then skips them, a few calls less on every request.
+        unused = set()
+        if not quotas.keys:
+            unused |= {"response_headers", "admit_run"}
+            if tracing is None:
+                unused.add("request_started")
+        self.unused_hooks = frozenset(unused)
         self._admitted: Reservation | None = None
 
     # ------------------------------------------------------------------ requests
