@@ -31,6 +31,7 @@ def blueprint(kernel: Kernel, settings: ObservabilitySettings, observer: Observa
     async def metrics() -> Any:
         if not settings.metrics_public:
             require_admin()
+        observer.drain()  # the finished runs not applied yet
         return Response(generate_latest(observer.metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     bp.add_url_rule("/metrics", "metrics", public(metrics) if settings.metrics_public else metrics,

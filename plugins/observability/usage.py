@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from kernel.store import Store
@@ -52,6 +53,8 @@ class UsageStore(Protocol):
             input_tokens: int, output_tokens: int) -> None:
         """Queue a finished run, fields as in :class:`UsageRow` (the model already cut)."""
 
+    before_flush: Callable[[], None] | None
+
     async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -72,6 +75,8 @@ class SqlUsageStore:
         self._pending: dict[tuple[str, str, str, str, str, int], list[float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: Called before each write (the observer applies the runs it queued).
+        self.before_flush: Callable[[], None] | None = None
 
     async def open(self) -> None:
         """Start the periodic flush (the table exists: the kernel applied its migration)."""
@@ -94,6 +99,8 @@ class SqlUsageStore:
             sums[3] += output_tokens
 
     async def flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
         async with self._lock:  # one batch at a time, in order
             if not self._pending:
                 return
