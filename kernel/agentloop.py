@@ -63,6 +63,7 @@ from kernel.types import (
 )
 
 if TYPE_CHECKING:
+    from kernel.observe import Observers
     from kernel.runs import Run
     from kernel.types import Provider
 
@@ -109,8 +110,11 @@ def truncate_output(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
 class AgentLoop:
     """Drives one run through as many provider turns as its tool calls need."""
 
-    def __init__(self, run: Run, provider: Provider, toolsets: list[ToolSet]) -> None:
+    def __init__(self, run: Run, provider: Provider, toolsets: list[ToolSet],
+                 observers: Observers | None = None) -> None:
         self.run = run
+        # Told of every server-side tool call (spans, metrics); None or empty: not called at all.
+        self.observers = observers if observers is not None and observers.active else None
         self.provider = provider
         self.toolsets = toolsets
         self.turn = run.turn
@@ -405,6 +409,18 @@ class AgentLoop:
         return items
 
     async def _call_one(self, call: _Call, entry: _Entry) -> ToolOutput:
+        observers = self.observers
+        if observers is None:
+            return await self._run_tool(call, entry)
+        tokens = observers.tool_call_started(self.run, entry.toolset, entry.info.name, call.call_id, call.arguments)
+        result = ToolOutput("the call was cancelled", is_error=True)
+        try:
+            result = await self._run_tool(call, entry)
+            return result
+        finally:
+            observers.tool_call_finished(self.run, tokens, result)
+
+    async def _run_tool(self, call: _Call, entry: _Entry) -> ToolOutput:
         toolset, info = entry.toolset, entry.info
         context = ToolContext(run_id=self.run.id, agent=self.run.agent.name, principal=self.run.principal,
                               call_id=call.call_id)

@@ -149,20 +149,24 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
 
     @app.before_request
     async def identify_and_authenticate() -> None:
+        # The request object itself, once: each use of the ``request`` proxy is a lookup.
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        headers = req.headers
         g.started = time.perf_counter()
-        given = request.headers.get("x-request-id", "")
+        given = headers.get("x-request-id", "")
         g.request_id = given if 0 < len(given) <= MAX_REQUEST_ID_LENGTH and given.isprintable() else (
             f"req_{uuid.uuid4().hex}")
         g.principal = None
-        view = app.view_functions.get(request.endpoint) if request.endpoint else None
-        info = request.scope.get(OBSERVE_SCOPE_KEY)
+        endpoint = req.endpoint
+        view = app.view_functions.get(endpoint) if endpoint else None
+        info = req.scope.get(OBSERVE_SCOPE_KEY)
         if info is not None:  # observers see the route even when authentication fails
-            rule = request.url_rule
+            rule = req.url_rule
             info.route = rule.rule if rule is not None else ""
             info.plugin = owners.get(rule.endpoint.rpartition(".")[0], KERNEL_OWNER) if rule is not None else ""
-            info.headers = request.headers
+            info.headers = headers
         if view is not None and not is_public(view):
-            g.principal = authenticated_principal(kernel, request.headers, request.method)
+            g.principal = authenticated_principal(kernel, headers, req.method)
         if info is not None:
             info.principal = g.principal
             kernel.observers.request_started(info)  # may refuse with an ApiError (a quota)

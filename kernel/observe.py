@@ -2,13 +2,13 @@
 
 An :class:`Observer` is a plain object with synchronous methods the kernel calls at
 fixed points (request start and end, run admission, start and end, provider calls,
-store writes). A plugin adds one with ``kernel.observers.add(obs)`` (typically in
-``register_routes``); with none added the kernel skips every call site, so the seam
-costs nothing when unused. Observer methods must be quick and must not block: they run
-on the event loop, inside the request or the run. Only :meth:`Observer.request_started`
-and :meth:`Observer.admit_run` may raise (an :class:`kernel.errors.ApiError`, e.g. a
-429 for a quota); an exception from any other method is logged and ignored, so an
-observer can never break a request or a run.
+server-side tool calls of the agent loop, store writes). A plugin adds one with
+``kernel.observers.add(obs)`` (typically in ``register_routes``); with none added the
+kernel skips every call site, so the seam costs nothing when unused. Observer methods
+must be quick and must not block: they run on the event loop, inside the request or
+the run. Only :meth:`Observer.request_started` and :meth:`Observer.admit_run` may raise
+(an :class:`kernel.errors.ApiError`, e.g. a 429 for a quota); an exception from any
+other method is logged and ignored, so an observer can never break a request or a run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kernel.streaming import WATCH_SCOPE_KEY, ResponseWatch, run_client_left
 if TYPE_CHECKING:
     from kernel.agents import Agent
     from kernel.runs import Run
+    from kernel.tools import ToolOutput, ToolSet
     from kernel.types import RunError, Turn
 
 log = logging.getLogger("kernel.observe")
@@ -54,6 +55,10 @@ class RequestInfo:
 
 class Observer:
     """Base class with every method a no-op: override the ones you need."""
+
+    #: Overridden methods this instance does not need after all (decided when it is built,
+    #: e.g. no key has limits): the kernel skips them, as it skips the ones not overridden.
+    unused_hooks: frozenset[str] = frozenset()
 
     def request_started(self, info: RequestInfo) -> None:
         """The request was authenticated and routed (``info.route`` / ``principal`` set).
@@ -93,6 +98,15 @@ class Observer:
     def provider_call_finished(self, run: Run, token: Any, error: RunError | None) -> None:
         """The provider call ended (``error`` set when it failed)."""
 
+    def tool_call_started(self, run: Run, toolset: ToolSet, tool: str, call_id: str, arguments: str) -> Any:
+        """The agent loop is about to run server-side tool ``tool`` of ``toolset`` for ``run``
+        (in the call's own task). ``arguments`` is the model's JSON text (client content:
+        never log it). The value returned is handed back to :meth:`tool_call_finished`."""
+
+    def tool_call_finished(self, run: Run, token: Any, output: ToolOutput) -> None:
+        """The tool call ended: ``output.is_error`` for a failure (the tool's error, bad
+        arguments, a timeout, or the run cancelled)."""
+
     def provider_retry(self, provider: str, kind: str) -> None:
         """A provider retried a call to its backend after a fault of ``kind``."""
 
@@ -112,9 +126,12 @@ class Observers:
         # Per method, the bound methods of the observers that override it (the base class's
         # no-ops are skipped: most calls happen several times per request).
         self._bound: dict[str, list[Callable[..., Any]]] = {}
+        #: True once an observer is added. Call sites test this attribute rather than the
+        #: object's truth (``__bool__`` is a Python call; they run several times a request).
+        self.active = False
 
     def __bool__(self) -> bool:
-        return bool(self._all)
+        return self.active
 
     def __iter__(self) -> Any:
         return iter(self._all)
@@ -122,8 +139,11 @@ class Observers:
     def add(self, observer: Observer) -> None:
         """Register an observer (before the app serves its first request)."""
         self._all.append(observer)
-        names = [n for n in vars(Observer) if not n.startswith("_")]
-        self._bound = {n: [getattr(o, n) for o in self._all if getattr(type(o), n, None) is not getattr(Observer, n)]
+        self.active = True
+        names = [n for n in vars(Observer) if not n.startswith("_") and callable(getattr(Observer, n))]
+        self._bound = {n: [getattr(o, n) for o in self._all
+                           if getattr(type(o), n, None) is not getattr(Observer, n)
+                           and n not in getattr(o, "unused_hooks", ())]
                        for n in names}
 
     # Calls that may refuse: exceptions propagate.
@@ -192,6 +212,23 @@ class Observers:
                 o.provider_call_finished(run, token, error)
             except Exception:
                 log.exception("observer %r failed in provider_call_finished", o)
+
+    def tool_call_started(self, run: Run, toolset: ToolSet, tool: str, call_id: str, arguments: str) -> list[Any]:
+        tokens = []
+        for o in self._all:
+            try:
+                tokens.append(o.tool_call_started(run, toolset, tool, call_id, arguments))
+            except Exception:
+                log.exception("observer %r failed in tool_call_started", o)
+                tokens.append(None)
+        return tokens
+
+    def tool_call_finished(self, run: Run, tokens: list[Any], output: ToolOutput) -> None:
+        for o, token in zip(self._all, tokens, strict=False):
+            try:
+                o.tool_call_finished(run, token, output)
+            except Exception:
+                log.exception("observer %r failed in tool_call_finished", o)
 
     def provider_retry(self, provider: str, kind: str) -> None:
         self._each("provider_retry", provider, kind)

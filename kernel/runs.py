@@ -214,6 +214,11 @@ class Run:
         await self._done.wait()
         return self.result()
 
+    @property
+    def usage(self) -> Usage | None:
+        """The usage reported so far (final once :attr:`done`); cheaper than ``result().usage``."""
+        return self._assembler.usage
+
     def result(self) -> RunResult:
         """The result so far (final once :attr:`done`)."""
         a = self._assembler
@@ -316,7 +321,7 @@ class Run:
 
     async def _stream(self, kernel: Kernel) -> None:
         observers = kernel.observers
-        if not observers:
+        if not observers.active:
             await self._call_provider(kernel)
             return
         tokens = observers.provider_call_started(self)
@@ -330,7 +335,7 @@ class Run:
         turn = self.turn
         toolsets = [*kernel.tools.for_agent(self.agent), *turn.toolsets]
         if toolsets or has_loop_items(turn.history) or has_loop_items(turn.input):
-            await AgentLoop(self, provider, toolsets).drive()
+            await AgentLoop(self, provider, toolsets, kernel.observers).drive()
             return
         policy = ToolPolicy(self.turn)
         stream = provider.stream(self.turn)
@@ -413,7 +418,7 @@ class RunRegistry:
                     admit()
                 except ProviderError as exc:
                     err = exc.error
-                    if observers:
+                    if observers.active:
                         observers.run_rejected(turn, agent, principal, err.status, err.code)
                     headers = {"Retry-After": err.retry_after_header()} if err.status == 429 else None
                     raise ApiError(err.status, err.message, type=err.type, code=err.code,
@@ -421,7 +426,7 @@ class RunRegistry:
             if agent.tools or turn.toolsets:
                 check_set_names(turn, list(agent.tools))
             _apply_agent_defaults(turn, agent)
-            if observers:
+            if observers.active:
                 try:
                     observers.admit_run(turn, agent, principal)  # quotas: may raise a 429 ApiError
                 except ApiError as exc:
@@ -437,7 +442,7 @@ class RunRegistry:
         # started it (it may outlive it), and a finished run kept here must not keep that
         # request's objects alive (at the cap that cost ~80 us of garbage collection per request).
         context = contextvars.Context()
-        if observers:
+        if observers.active:
             observers.run_started(run, context)
         run._task = asyncio.get_running_loop().create_task(run._execute(self.kernel), name=run.id,
                                                            context=context)
@@ -468,7 +473,7 @@ class RunRegistry:
             await asyncio.wait(tasks, timeout=5)
 
     def _finished(self, run: Run) -> None:
-        if self.kernel.observers:
+        if self.kernel.observers.active:
             self.kernel.observers.run_finished(run)
         # Runs are forgotten in the order they finished: a FIFO makes this O(1) amortised
         # (scanning every kept run on each finish cost ~0.4 ms per request at the cap).

@@ -77,7 +77,7 @@ class Store(ABC):
         transaction writes) are only reported to observers, for store metrics and spans.
         """
         observers = self.observers
-        if not observers:
+        if observers is None or not observers.active:
             async with self._transaction() as tx:
                 yield tx
             return

@@ -1,14 +1,41 @@
-"""``kernel usage``: usage per key from the state directory, without a running server."""
+"""``kernel usage``: usage per key from the kernel's store, without a running server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from plugins.observability.usage import GROUP_COLUMNS
+from plugins.observability.ledger import GROUP_COLUMNS, GroupBy
+
+if TYPE_CHECKING:
+    from kernel.config import Settings
+
+
+async def read_usage(settings: Settings, *, principal: str | None, since: float | None, until: float | None,
+                     group_by: GroupBy) -> list[dict[str, Any]]:
+    """The ledger's sums, read through the store ``[kernel.store]`` names (SQLite or PostgreSQL)."""
+    from kernel.store import DB_FILE, is_postgres_url, open_store
+    from plugins.observability import ledger
+
+    url = settings.kernel.store.url
+    if not is_postgres_url(url) and not (settings.state_dir / DB_FILE).exists():
+        raise click.ClickException(f"{settings.state_dir / DB_FILE}: no store yet "
+                                   "(the server has not run with this state_dir)")
+    store = open_store(url, settings.state_dir, pool_size=1)
+    try:
+        await store.open()
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if not await ledger.has_ledger(store):
+            return []  # the observability plugin never ran on this store: no usage recorded
+        return await ledger.summarise(store, principal=principal, since=since, until=until, group_by=group_by)
+    finally:
+        await store.close()
 
 
 def register(cli: click.Group) -> None:
@@ -23,38 +50,23 @@ def register(cli: click.Group) -> None:
     @click.option("--group-by", "group_by", type=click.Choice(list(GROUP_COLUMNS)), default="principal",
                   show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-    def usage(config_path: Path, principal: str | None, since: str | None, until: str | None, group_by: str,
+    def usage(config_path: Path, principal: str | None, since: str | None, until: str | None, group_by: GroupBy,
               as_json: bool) -> None:
         """Runs and tokens per key (and per day, agent or model), from the durable usage records.
 
-        Reads the store directly; a running server writes its newest runs within
-        usage_flush_seconds (1 s by default).
+        Reads the store [kernel.store] names (the SQLite file in state_dir, or PostgreSQL);
+        a running server writes its newest runs within usage_flush_seconds (1 s by default).
         """
         from kernel.config import load_settings
         from kernel.errors import ApiError, ConfigError
-        from kernel.store import DB_FILE
         from plugins.observability.routes import parse_time
-        from plugins.observability.usage import _summary_row, _where
 
         try:
             settings = load_settings(config_path)
             start, end = parse_time(since, "since"), parse_time(until, "until")
         except (ConfigError, ApiError) as exc:
             raise click.ClickException(str(exc)) from None
-        db = settings.state_dir / DB_FILE
-        if not db.exists():
-            raise click.ClickException(f"{db}: no store yet (the server has not run with this state_dir)")
-        where, params = _where(principal, start, end)
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            conn.row_factory = sqlite3.Row
-            try:
-                found = conn.execute(
-                    f"SELECT principal, {GROUP_COLUMNS[group_by]} AS grp, SUM(runs) AS runs, "
-                    "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens FROM usage_runs "
-                    f"{where} GROUP BY principal, grp ORDER BY grp, principal", params).fetchall()
-            except sqlite3.OperationalError:
-                found = []  # the observability plugin never ran here: no usage recorded
-        rows = [_summary_row(row, group_by) for row in found]  # type: ignore[arg-type]
+        rows = asyncio.run(read_usage(settings, principal=principal, since=start, until=end, group_by=group_by))
         if as_json:
             click.echo(json.dumps({"group_by": group_by, "data": rows}, indent=2))
             return

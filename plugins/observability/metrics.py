@@ -60,8 +60,8 @@ class HttpChildren:
 class RunChildren:
     """The run instruments' children for one (agent, provider, principal)."""
 
-    __slots__ = ("client_input", "client_output", "finished", "in_flight", "input_tokens", "key", "output_tokens",
-                 "started", "tokens_per_second", "tpot", "ttft")
+    __slots__ = ("client_duration", "client_input", "client_output", "finished", "in_flight", "input_tokens", "key",
+                 "output_tokens", "started", "tokens_per_second", "tpot", "ttft")
 
     def __init__(self, m: Metrics, agent: str, provider: str, principal: str) -> None:
         self.key = (agent, provider, principal)
@@ -74,6 +74,7 @@ class RunChildren:
         self.tokens_per_second = m.tokens_per_second.labels(agent, provider)
         self.client_input = m.client_tokens.labels(provider, "chat", "input")
         self.client_output = m.client_tokens.labels(provider, "chat", "output")
+        self.client_duration = m.client_duration.labels(provider, "chat", "")  # a successful call's
         # Per final status: (runs_finished, run_duration), filled as statuses occur.
         self.finished: dict[str, tuple[Any, Any]] = {}
 
@@ -125,6 +126,11 @@ class Metrics:
                                          "Duration of a call to a provider",
                                          ("provider", "gen_ai_operation_name", "error_type"),
                                          buckets=DURATION_BUCKETS, registry=r)
+        self.tool_calls = FastCounter("agentkernel_tool_calls", "Server-side tool calls the agent loop ran",
+                                      ("toolset", "tool", "status"), registry=r)
+        self.tool_duration = FastHistogram("agentkernel_tool_call_duration_seconds",
+                                           "Duration of a server-side tool call", ("toolset", "tool"),
+                                           buckets=DURATION_BUCKETS, registry=r)
         self.provider_retries = Counter("agentkernel_provider_retries",
                                         "Calls a provider retried against its backend, by fault",
                                         ("provider", "kind"), registry=r)

@@ -9,12 +9,14 @@ import click
 from quart import Blueprint
 
 from kernel import hookimpl
+from kernel.store import Schema
+from plugins.observability.ledger import SCHEMA
 from plugins.observability.metrics import Metrics
 from plugins.observability.observer import ObservabilityObserver
 from plugins.observability.quotas import Quotas, period_bounds
 from plugins.observability.routes import blueprint
 from plugins.observability.settings import ObservabilitySettings
-from plugins.observability.usage import SqliteUsageStore
+from plugins.observability.usage import SqlUsageStore
 
 if TYPE_CHECKING:
     from kernel.runtime import Kernel
@@ -29,6 +31,12 @@ def register_settings() -> type[ObservabilitySettings]:
 
 
 @hookimpl
+def register_migrations() -> list[Schema]:
+    """The usage ledger's table (``usage_runs``)."""
+    return [SCHEMA]
+
+
+@hookimpl
 def register_routes(kernel: Kernel, settings: ObservabilitySettings | None) -> list[Blueprint]:
     """Build the observer, add it to the kernel, and serve ``/metrics`` and ``/-/usage``."""
     settings = settings or ObservabilitySettings()
@@ -36,11 +44,11 @@ def register_routes(kernel: Kernel, settings: ObservabilitySettings | None) -> l
     if settings.otlp_endpoint:
         from plugins.observability.tracing import Tracing  # OpenTelemetry is imported only when used
 
-        tracing = Tracing(settings)
+        tracing = Tracing(settings, kernel.store.dialect)
     observer = ObservabilityObserver(
         metrics=Metrics(lambda: kernel.providers),
         quotas=Quotas(kernel.settings.kernel.auth.keys),
-        usage=SqliteUsageStore(kernel.store, settings.usage_flush_seconds),
+        usage=SqlUsageStore(kernel.store, settings.usage_flush_seconds),
         tracing=tracing,
     )
     kernel.observers.add(observer)

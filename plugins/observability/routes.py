@@ -9,8 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, g, jsonify, request
 
 from kernel import ApiError, public
+from plugins.observability.ledger import GROUP_COLUMNS, GroupBy
 from plugins.observability.settings import ObservabilitySettings
-from plugins.observability.usage import GROUP_COLUMNS, GroupBy
 
 if TYPE_CHECKING:
     from kernel.runtime import Kernel
@@ -31,6 +31,7 @@ def blueprint(kernel: Kernel, settings: ObservabilitySettings, observer: Observa
     async def metrics() -> Any:
         if not settings.metrics_public:
             require_admin()
+        observer.drain()  # the finished runs not applied yet
         return Response(generate_latest(observer.metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     bp.add_url_rule("/metrics", "metrics", public(metrics) if settings.metrics_public else metrics,

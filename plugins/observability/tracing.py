@@ -47,8 +47,9 @@ def make_exporter(settings: ObservabilitySettings) -> SpanExporter:
 class Tracing:
     """Starts and ends the spans; every method is synchronous and cheap."""
 
-    def __init__(self, settings: ObservabilitySettings) -> None:
+    def __init__(self, settings: ObservabilitySettings, db_system: str = "sqlite") -> None:
         self.record_content = settings.record_content
+        self.db_system = db_system  # the kernel store's backend, for store spans
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": settings.service_name}),
             sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
@@ -149,6 +150,31 @@ class Tracing:
             span.set_attribute("error.type", error.code)
         span.end()
 
+    def tool_call_started(self, run_span: Any, toolset: str, tool: str, call_id: str,
+                          arguments: str) -> tuple[Any, object]:
+        """An ``execute_tool`` span, child of the run's span (a sibling of its provider call),
+        current while the tool runs (the call has a task of its own)."""
+        parent = trace.set_span_in_context(run_span) if run_span is not None else None
+        span = self.tracer.start_span(
+            f"execute_tool {tool}", context=parent, kind=SpanKind.INTERNAL,
+            attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                        "gen_ai.tool.call.id": call_id, "gen_ai.tool.type": "extension",
+                        "agentkernel.toolset": toolset},
+        )
+        if self.record_content:
+            span.set_attribute("gen_ai.tool.call.arguments", arguments)
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def tool_call_finished(self, handle: tuple[Any, object], output: Any) -> None:
+        span, token = handle
+        otel_context.detach(token)
+        if self.record_content:
+            span.set_attribute("gen_ai.tool.call.result", output.text)
+        if output.is_error:
+            span.set_status(Status(StatusCode.ERROR, output.text[:200] if self.record_content else None))
+            span.set_attribute("error.type", "tool_error")
+        span.end()
+
     def outgoing_headers(self, headers: dict[str, str]) -> None:
         """``traceparent`` (and ``tracestate``) of the current span, for the upstream request."""
         PROPAGATOR.inject(headers)
@@ -159,7 +185,7 @@ class Tracing:
             return  # a write outside any request or run (startup, a timer): no trace to join
         start_ns = int(started * 1e9)
         span = self.tracer.start_span(f"store {label}", kind=SpanKind.INTERNAL, start_time=start_ns,
-                                      attributes={"db.system.name": "sqlite", "agentkernel.store": label,
+                                      attributes={"db.system.name": self.db_system, "agentkernel.store": label,
                                                   "agentkernel.store.items": items})
         if not ok:
             span.set_status(Status(StatusCode.ERROR))

@@ -1,7 +1,8 @@
 """Durable usage per principal, agent, provider, model and run status.
 
-Behind the small :class:`UsageStore` interface so a later shared backend (PostgreSQL)
-can replace the SQLite table. Finished runs are summed in memory and written at most
+Kept in the kernel's store (SQLite or PostgreSQL: the table and its reads are in
+:mod:`plugins.observability.ledger`), behind the small :class:`UsageStore` interface.
+Finished runs are summed in memory and written at most
 ``flush_seconds`` apart, one row per (principal, agent, provider, model, status, UTC
 day) with its run count: a row per run cost the store an insert per request (measured
 at several percent of an echo request's CPU) and grew the table by a row per run.
@@ -15,38 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Literal, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from kernel.store import Store
+from plugins.observability import ledger
+from plugins.observability.ledger import GroupBy
 
 log = logging.getLogger("plugins.observability")
 
-GroupBy = Literal["principal", "day", "agent", "model"]
 MAX_MODEL_LENGTH = 200
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS usage_runs (
-        finished_at REAL NOT NULL,
-        runs INTEGER NOT NULL,
-        principal TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        provider TEXT NOT NULL,
-        model TEXT NOT NULL,
-        status TEXT NOT NULL,
-        input_tokens INTEGER NOT NULL,
-        output_tokens INTEGER NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS usage_runs_by_principal ON usage_runs (principal, finished_at)",
-    "CREATE INDEX IF NOT EXISTS usage_runs_by_time ON usage_runs (finished_at)",
-)
-
-# group_by -> the SQL expression of the second grouping column (never client text).
-GROUP_COLUMNS: dict[str, str] = {
-    "principal": "''",
-    "day": "strftime('%Y-%m-%d', finished_at, 'unixepoch')",
-    "agent": "agent",
-    "model": "model",
-}
 
 
 class UsageRow(NamedTuple):
@@ -63,12 +42,18 @@ class UsageRow(NamedTuple):
 
 
 class UsageStore(Protocol):
-    """Where usage lives; SQLite today (:class:`SqliteUsageStore`)."""
+    """Where usage lives: the kernel's store (:class:`SqlUsageStore`)."""
 
     async def open(self) -> None: ...
 
     def record(self, row: UsageRow) -> None:
         """Queue a row (synchronous: called at the end of a run)."""
+
+    def add(self, finished_at: float, principal: str, agent: str, provider: str, model: str, status: str,
+            input_tokens: int, output_tokens: int) -> None:
+        """Queue a finished run, fields as in :class:`UsageRow` (the model already cut)."""
+
+    before_flush: Callable[[], None] | None
 
     async def flush(self) -> None: ...
 
@@ -80,8 +65,8 @@ class UsageStore(Protocol):
     async def tokens_since(self, principal: str, since: float) -> int: ...
 
 
-class SqliteUsageStore:
-    """``usage_runs`` in the kernel's SQLite store, written in batches."""
+class SqlUsageStore:
+    """``usage_runs`` in the kernel's store (either backend), written in batches."""
 
     def __init__(self, store: Store, flush_seconds: float = 1.0) -> None:
         self.store = store
@@ -90,31 +75,41 @@ class SqliteUsageStore:
         self._pending: dict[tuple[str, str, str, str, str, int], list[float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: Called before each write (the observer applies the runs it queued).
+        self.before_flush: Callable[[], None] | None = None
 
     async def open(self) -> None:
-        await self.store.ensure_schema(SCHEMA)
+        """Start the periodic flush (the table exists: the kernel applied its migration)."""
         self._task = asyncio.get_running_loop().create_task(self._flush_periodically(), name="usage-flush")
 
     def record(self, row: UsageRow) -> None:
-        key = (row.principal, row.agent, row.provider, row.model, row.status, int(row.finished_at // 86400))
+        """Queue a row."""
+        self.add(*row)
+
+    def add(self, finished_at: float, principal: str, agent: str, provider: str, model: str, status: str,
+            input_tokens: int, output_tokens: int) -> None:
+        """Queue a finished run (:meth:`record` without building a row: called for every run)."""
+        key = (principal, agent, provider, model, status, int(finished_at // 86400))
         sums = self._pending.get(key)
         if sums is None:
-            self._pending[key] = [row.finished_at, 1, row.input_tokens, row.output_tokens]
+            self._pending[key] = [finished_at, 1, input_tokens, output_tokens]
         else:
             sums[1] += 1
-            sums[2] += row.input_tokens
-            sums[3] += row.output_tokens
+            sums[2] += input_tokens
+            sums[3] += output_tokens
 
     async def flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
         async with self._lock:  # one batch at a time, in order
             if not self._pending:
                 return
             batch, self._pending = self._pending, {}
-            rows = [(at, int(runs), *key[:5], int(tokens_in), int(tokens_out))
+            rows = [(at, ledger.day_of(key[5]), int(runs), *key[:5], int(tokens_in), int(tokens_out))
                     for key, (at, runs, tokens_in, tokens_out) in batch.items()]
             try:
                 async with self.store.transaction("usage", len(rows)) as db:
-                    await db.executemany("INSERT INTO usage_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    await db.executemany(ledger.INSERT, rows)
             except Exception:
                 for key, sums in batch.items():  # kept for the next attempt, nothing lost
                     kept = self._pending.setdefault(key, [sums[0], 0, 0, 0])
@@ -141,45 +136,11 @@ class SqliteUsageStore:
                       group_by: GroupBy) -> list[dict[str, Any]]:
         """Runs and tokens per principal (and per day, agent or model), oldest group first."""
         await self.flush()
-        where, params = _where(principal, since, until)
-        column = GROUP_COLUMNS[group_by]
-        rows = await self.store.fetchall(
-            f"SELECT principal, {column} AS grp, SUM(runs) AS runs, SUM(input_tokens) AS input_tokens, "
-            f"SUM(output_tokens) AS output_tokens FROM usage_runs {where} GROUP BY principal, grp "
-            "ORDER BY grp, principal", params)
-        return [_summary_row(row, group_by) for row in rows]
+        return await ledger.summarise(self.store, principal=principal, since=since, until=until, group_by=group_by)
 
     async def tokens_since(self, principal: str, since: float) -> int:
         """Input + output tokens ``principal`` used since ``since`` (for budgets at startup)."""
-        row = await self.store.fetchone(
-            "SELECT COALESCE(SUM(input_tokens + output_tokens), 0) AS total FROM usage_runs "
-            "WHERE principal = ? AND finished_at >= ?", (principal, since))
-        return int(row["total"]) if row is not None else 0
-
-
-def _where(principal: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if principal is not None:
-        clauses.append("principal = ?")
-        params.append(principal)
-    if since is not None:
-        clauses.append("finished_at >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("finished_at < ?")
-        params.append(until)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _summary_row(row: Any, group_by: GroupBy) -> dict[str, Any]:
-    out: dict[str, Any] = {"principal": row["principal"]}
-    if group_by != "principal":
-        out[group_by] = row["grp"]
-    input_tokens, output_tokens = int(row["input_tokens"] or 0), int(row["output_tokens"] or 0)
-    out.update(runs=int(row["runs"]), input_tokens=input_tokens, output_tokens=output_tokens,
-               total_tokens=input_tokens + output_tokens)
-    return out
+        return await ledger.tokens_since(self.store, principal, since)
 
 
 def usage_row(*, principal: str, agent: str, provider: str, model: str | None, status: str,

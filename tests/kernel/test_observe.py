@@ -140,3 +140,69 @@ def test_limits_without_the_plugin_are_reported(make_app: Callable[..., Quart],
     with caplog.at_level(logging.WARNING, logger="kernel"):
         make_app({"kernel": {"auth": {"keys": {"k": {"secret": "k-secret-123", "requests_per_minute": 5}}}}})
     assert "keys k set limits" in caplog.text and "observability" in caplog.text
+
+
+class ToolRecorder(Observer):
+    """Records the agent loop's server-side tool calls; optionally fails in every tool hook."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.broken = broken
+
+    def tool_call_started(self, run: Any, toolset: Any, tool: str, call_id: str, arguments: str) -> Any:
+        if self.broken:
+            raise RuntimeError("observer bug")
+        self.calls.append(("started", toolset.name, tool, arguments))
+        return f"token-{call_id}"
+
+    def tool_call_finished(self, run: Any, token: Any, output: Any) -> None:
+        if self.broken:
+            raise RuntimeError("observer bug")
+        self.calls.append(("finished", token.startswith("token-"), output.text, output.is_error))
+
+
+async def test_observers_see_each_server_side_tool_call(make_app: Callable[..., Quart]) -> None:
+    from kernel import Message, TextPart, ToolInfo, ToolKind, ToolOutput, Turn
+    from kernel.app import get_kernel
+
+    class Caps:
+        def __init__(self, name: str) -> None:
+            self.name, self.timeout_seconds = name, 5.0
+
+        async def list_tools(self) -> list[ToolInfo]:
+            schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+            return [ToolInfo("upper", "Upper-case text", schema)]
+
+        async def call(self, name: str, arguments: dict[str, Any], context: Any) -> ToolOutput:
+            if arguments["text"] == "boom":
+                raise ValueError("the tool broke")
+            return ToolOutput(arguments["text"].upper())
+
+        async def aclose(self) -> None:
+            pass
+
+    recorder, broken = ToolRecorder(), ToolRecorder(broken=True)
+
+    class Tools:
+        @hookimpl
+        def register_tools(self) -> list[ToolKind]:
+            return [ToolKind(kind="caps", factory=lambda name, options, kernel: Caps(name))]
+
+        @hookimpl
+        def register_routes(self, kernel: Any, settings: Any) -> list[Any]:
+            kernel.observers.add(broken)  # first: its failures must not reach the recorder or the run
+            kernel.observers.add(recorder)
+            return []
+
+    app = make_app({"tools": {"caps": {"kind": "caps"}}, "agents": {"main": {"provider": "echo", "tools": ["caps"]}}},
+                   extra_plugins={"tools": Tools()})
+    kernel = get_kernel(app)
+    for text in ("hi", "boom"):
+        turn = Turn(agent="main", input=[Message("user", [TextPart(f'/call caps__upper {{"text": "{text}"}}')])])
+        await kernel.runs.start(turn).wait()
+    assert recorder.calls[0] == ("started", "caps", "upper", '{"text": "hi"}')
+    assert recorder.calls[1] == ("finished", True, "HI", False)
+    assert recorder.calls[2] == ("started", "caps", "upper", '{"text": "boom"}')
+    assert recorder.calls[3][0:2] == ("finished", True) and recorder.calls[3][3] is True
+    assert "the tool broke" in recorder.calls[3][2]
+    assert len(recorder.calls) == 4

@@ -86,6 +86,7 @@ def test_span_tree_and_traceparent_forwarded(make_app: Callable[..., Quart], liv
     assert run.parent.span_id == server.context.span_id
     assert call.parent.span_id == run.context.span_id and call.kind == SpanKind.CLIENT
     assert store.parent.span_id == run.context.span_id
+    assert store.attributes["db.system.name"] == app.extensions["kernel"].store.dialect
     assert {s.context.trace_id for s in (server, run, call, store)} == {int(TRACE_ID, 16)}
     assert run.attributes["gen_ai.agent.name"] == "main"
     assert run.attributes["gen_ai.operation.name"] == "invoke_agent"

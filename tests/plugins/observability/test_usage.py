@@ -75,7 +75,8 @@ def test_usage_is_admin_only_and_checks_its_parameters(make_app: Callable[..., Q
 
 def test_usage_survives_a_restart_and_kernel_usage_prints_it(make_app: Callable[..., Quart], live_server: Any,
                                                              tmp_path: Path) -> None:
-    with live_server(make_app(CONFIG)) as base:
+    app = make_app(CONFIG)
+    with live_server(app) as base:
         first = chat(base, ALICE, "durable words")
     # Written at shutdown at the latest; a new app on the same state directory reads it.
     with live_server(make_app(CONFIG)) as base:
@@ -83,7 +84,9 @@ def test_usage_survives_a_restart_and_kernel_usage_prints_it(make_app: Callable[
         assert row["total_tokens"] == first["total_tokens"]
 
     config_path = tmp_path / "cli.toml"
-    config_path.write_text(tomlkit.dumps(merge(default_config(tmp_path / "state"), CONFIG)))
+    # The same store the server used (SQLite file, or PostgreSQL with --store-backend=postgresql).
+    store = {"kernel": {"store": {"url": app.extensions["kernel"].settings.kernel.store.url}}}
+    config_path.write_text(tomlkit.dumps(merge(merge(default_config(tmp_path / "state"), CONFIG), store)))
     runner = CliRunner()
     args = ["--config", str(config_path), "usage", "--group-by", "agent", "--json"]
     printed = runner.invoke(build_cli(args), args)
