@@ -37,6 +37,7 @@ from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.storage import ResponseRecord, ResponseStore
 from plugins.openresponses.storage.sql import CANCEL_CHANNEL
 from plugins.openresponses.stored import StoredResponses
+from plugins.openresponses.unstored import UnstoredIds
 
 if TYPE_CHECKING:
     from kernel.runs import Run
@@ -70,6 +71,7 @@ class PersistentResponses(StoredResponses):
         self.leases = leases
         self._unsubscribe: Callable[[], None] | None = None
         self.writer = RecordWriter(store)
+        self.unstored = UnstoredIds()
         self.live = LiveRegistry()
         self._sweeper: Sweeper | None = None
         # Plain JSON responses are written once complete (settle); dropped with their builder.
@@ -144,9 +146,14 @@ class PersistentResponses(StoredResponses):
                 raise _in_progress(response_id, wait)
         await self.writer.wait(response_id)
         links = await self.store.history(response_id, owner)
+        if not links and (why := self.unstored.reason(response_id, owner)) is not None:
+            raise ApiError(400, f"previous_response_id {response_id!r} cannot be chained: it was not stored ({why}); "
+                           "send the conversation as input instead", param="previous_response_id",
+                           code="previous_response_not_stored")
         if not links:
-            raise ApiError(404, f"previous_response_id {response_id!r} was not found (it may have been deleted or "
-                           "expired, or belong to another API key)", param="previous_response_id",
+            raise ApiError(404, f"previous_response_id {response_id!r} was not found (it may have been created "
+                           "with store: false, deleted or expired, or belong to another API key)",
+                           param="previous_response_id",
                            code="previous_response_not_found")
         damaged = next((link for link in links if link.damaged), None)
         if damaged is not None:
@@ -224,7 +231,7 @@ class PersistentResponses(StoredResponses):
                 await live.wait_settled(WRITE_WAIT_SECONDS)
             return
         if not record.stored:
-            self.writer.submit(record, deferrable=True)  # readers of the id wait for it: no need to hold the answer
+            self.unstored.add(record.id, record.owner)  # remembered, not written (see unstored.py)
             return
         resource = builder.resource()
         record.status, record.resource, record.output_items = builder.status, resource, resource["output"]

@@ -157,6 +157,10 @@ class Retrieval:
         """The caller's stored response, or the 404 that says why there is none."""
         await self.stored.written(response_id)
         record = await self.store.get(response_id, owner_of(g.principal))
+        unstored = getattr(self.stored, "unstored", None)
+        if record is None and unstored is not None and (why := unstored.reason(response_id, owner_of(g.principal))):
+            raise ApiError(404, f"response {response_id!r} was not stored: {why}", param="response_id",
+                           code="response_not_found")
         if record is None:
             raise _not_found(response_id)
         if not record.stored:
@@ -167,8 +171,9 @@ class Retrieval:
 
 
 def _not_found(response_id: str) -> ApiError:
-    return ApiError(404, f"response {response_id!r} was not found (it may have been deleted or expired, or "
-                    "belong to another API key)", param="response_id", code="response_not_found")
+    return ApiError(404, f"response {response_id!r} was not found (it may have been created with store: false, "
+                    "deleted or expired, or belong to another API key)", param="response_id",
+                    code="response_not_found")
 
 
 def _still_running(response_id: str) -> ApiError:

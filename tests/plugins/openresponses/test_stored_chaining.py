@@ -87,7 +87,11 @@ def test_store_false_responses_cannot_be_chained(stored):
             rid = created["id"]
         error = error_of(stored.post({"input": "y", "previous_response_id": rid}), 400)
         assert error["code"] == "previous_response_not_stored" and "store: false" in error["message"]
-        assert stored.http.get(f"/v1/responses/{rid}").status_code == 404
+        assert "store: false" in error_of(stored.http.get(f"/v1/responses/{rid}"), 404)["message"]
+        # Another key learns nothing about it: the plain not-found of any unknown id.
+        foreign = stored.http.post("/v1/responses", json={"input": "y", "previous_response_id": rid},
+                                   headers=OTHER_HEADERS)
+        assert error_of(foreign, 404)["code"] == "previous_response_not_found"
 
 
 def test_chaining_onto_a_running_response_waits_for_it(stored, caplog):
