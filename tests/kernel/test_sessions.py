@@ -59,7 +59,8 @@ def test_main_session_key():
 
 
 async def test_transcripts_persist_across_app_restarts_in_a_sqlite_file(make_app, running, tmp_path):
-    config = {"providers": {"seer": {"kind": "echo", "mode": "transcript"}}, "agents": {"seer": {"provider": "seer"}}}
+    config = {"providers": {"seer": {"kind": "echo", "mode": "transcript"}}, "agents": {"seer": {"provider": "seer"}},
+              "kernel": {"store": {"url": "sqlite"}}}  # about the SQLite file, whichever backend the run tests
     async with running(make_app(config)) as (kernel, _):
         turn = Turn(agent="main", input=[user("remember the tides")], session_key="s-1")
         first = await kernel.runs.start(turn).wait()

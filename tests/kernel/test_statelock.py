@@ -42,7 +42,8 @@ def test_a_dead_holder_leaves_no_stale_lock(tmp_path):
 
 
 async def test_two_kernels_cannot_serve_one_state_directory(make_app):
-    first, second = make_app(), make_app()
+    sqlite = {"kernel": {"store": {"url": "sqlite"}}}  # the state-directory lock is SQLite's (PostgreSQL: leases)
+    first, second = make_app(sqlite), make_app(sqlite)
     async with first.test_app():
         # Quart's test lifespan wraps the startup error; the message is the kernel's.
         with pytest.raises(Exception, match="is in use by another kernel process"):
