@@ -17,10 +17,10 @@ import binascii
 import hashlib
 import hmac
 import logging
-import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+from kernel.keyfile import persistent_key
 
 log = logging.getLogger("plugins.canvas_host")
 
@@ -39,23 +39,7 @@ def _unb64(text: str) -> bytes:
 
 def load_or_create_key(state_dir: Path) -> bytes:
     """The persistent signing key; a per-process key when the state dir is not writable."""
-    path = state_dir / KEY_FILE
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
-            if len(key) >= 32:
-                return key
-            raise ValueError(f"{path} holds fewer than 32 bytes") from None
-        key = secrets.token_bytes(32)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(key.hex() + "\n")
-        return key
-    except (OSError, ValueError) as exc:
-        log.warning("canvas: cannot keep a cookie key in %s (%s); browser sessions end at restart", path, exc)
-        return secrets.token_bytes(32)
+    return persistent_key(state_dir / KEY_FILE, "canvas")
 
 
 class CookieSessions:

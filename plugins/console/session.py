@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from kernel.keyfile import persistent_key
 
 log = logging.getLogger("plugins.console")
 
@@ -42,23 +43,7 @@ class Session:
 
 def load_or_create_key(state_dir: Path) -> bytes:
     """The persistent signing key (created 0600 on first use); per process if the folder is read-only."""
-    path = state_dir / KEY_FILE
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
-            if len(key) < 32:
-                raise ValueError(f"{path} holds fewer than 32 bytes") from None
-            return key
-        key = secrets.token_bytes(32)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(key.hex() + "\n")
-        return key
-    except (OSError, ValueError) as exc:
-        log.warning("console: cannot keep a cookie key in %s (%s); sign-ins end at restart", path, exc)
-        return secrets.token_bytes(32)
+    return persistent_key(state_dir / KEY_FILE, "console")
 
 
 class Sessions:
