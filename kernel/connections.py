@@ -30,9 +30,12 @@ from ssl import SSLError
 from typing import Any
 
 import hypercorn.asyncio.run as hypercorn_run
+import hypercorn.protocol as hypercorn_protocol
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData, Updated
+
+from kernel.chunk_framing import GatewayH11Protocol
 
 log = logging.getLogger("kernel.connections")
 
@@ -293,6 +296,9 @@ def guard_of(config: HypercornConfig) -> ConnectionGuard | None:
 
 
 def install(config: HypercornConfig, guard: ConnectionGuard) -> None:
-    """Serve ``config``'s connections through :class:`GatewayTCPServer`, held to ``guard``."""
+    """Serve ``config``'s connections through :class:`GatewayTCPServer`, held to ``guard``,
+    and their HTTP/1.1 bodies through :class:`~kernel.chunk_framing.GatewayH11Protocol`."""
     setattr(config, GUARD_ATTRIBUTE, guard)
     hypercorn_run.TCPServer = GatewayTCPServer  # type: ignore[misc]
+    # ProtocolWrapper picks its HTTP/1.1 protocol by this module-level name.
+    hypercorn_protocol.H11Protocol = GatewayH11Protocol  # type: ignore[misc]

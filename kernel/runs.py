@@ -195,14 +195,28 @@ class Run:
 
         Any number of listeners may iterate at once; each sees every event once.
         """
-        position = after
-        while True:
-            while position < len(self.events_log):
-                ev = self.events_log[position]
-                position += 1
+        async for batch in self.event_batches(after):
+            for ev in batch:
                 yield ev
-                if ev.kind in TERMINAL_KINDS:
-                    return
+
+    async def event_batches(self, after: int = 0) -> AsyncIterator[list[RunEvent]]:
+        """Like :meth:`events`, but every event available at each wake-up as one list.
+
+        For writers that send what a provider produced in one read together (one pass
+        through the HTTP stack instead of one per token).
+        """
+        position = after
+        log_ = self.events_log
+        while True:
+            if position < len(log_):
+                batch = log_[position:]
+                for index, ev in enumerate(batch):
+                    if ev.kind in TERMINAL_KINDS:
+                        yield batch[:index + 1]
+                        return
+                position += len(batch)
+                yield batch
+                continue
             if self._done.is_set():
                 return
             waiter = asyncio.get_running_loop().create_future()

@@ -69,11 +69,11 @@ def blueprint(kernel: Kernel, settings: ChatCompletionsSettings) -> Blueprint:
                                       expose_reasoning=settings.expose_reasoning)
             return Response(compact_dumps(payload), mimetype="application/json")
 
-        events = run.events()
-        first = await _first_event(run, events)
+        batches = run.event_batches()
+        first = await _first_event(run, batches)
         encoder = ChunkEncoder(cid=cid, created=created, model=echoed, include_usage=parsed.include_usage,
                                expose_reasoning=settings.expose_reasoning)
-        return sse_response(_chunks(first, events, encoder, run.id), on_disconnect=lambda: _disconnected(run))
+        return sse_response(_chunks(first, batches, encoder, run.id), on_disconnect=lambda: _disconnected(run))
 
     @bp.get("/v1/models")
     async def list_models() -> Any:
@@ -137,39 +137,45 @@ async def _wait(run: Run) -> Any:
         raise
 
 
-async def _first_event(run: Run, events: AsyncIterator[RunEvent]) -> RunEvent:
-    """Wait for the run's first event so an early failure can still be an HTTP status."""
+async def _first_event(run: Run, batches: AsyncIterator[list[RunEvent]]) -> list[RunEvent]:
+    """Wait for the run's first events so an early failure can still be an HTTP status."""
     try:
-        first = await anext(events)
+        first = await anext(batches)
     except asyncio.CancelledError:
         _disconnected(run)
-        await events.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()  # type: ignore[attr-defined]
         raise
-    if isinstance(first, Failed):
-        raise run_error(first.error, run.id)
-    if isinstance(first, Finished) and first.reason == "cancelled":
+    head = first[0]
+    if isinstance(head, Failed):
+        raise run_error(head.error, run.id)
+    if isinstance(head, Finished) and head.reason == "cancelled":
         raise run_error(CANCELLED, run.id)
     return first
 
 
-async def _chunks(first: RunEvent, events: AsyncIterator[RunEvent], encoder: ChunkEncoder,
+async def _chunks(first: list[RunEvent], batches: AsyncIterator[list[RunEvent]], encoder: ChunkEncoder,
                   run_id: str) -> AsyncIterator[bytes]:
+    """The SSE body: the chunks of the events available at each wake-up as one piece
+    (each ``data:`` block still goes out as its own HTTP chunk; see kernel.connections)."""
     try:
-        data = encoder.encode(first)
-        if data:
-            yield data
-        if encoder.done:
-            return
-        async for ev in events:
-            data = encoder.encode(ev)
-            if data:
-                yield data
+        batch: list[RunEvent] | None = first
+        while batch is not None:
+            pieces = []
+            for ev in batch:
+                data = encoder.encode(ev)
+                if data:
+                    pieces.append(data)
+                if encoder.done:
+                    if isinstance(ev, Failed):
+                        log.warning("run %s failed mid-stream (%s): %s", run_id, ev.error.code, ev.error.message)
+                    break
+            if pieces:
+                yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
             if encoder.done:
-                if isinstance(ev, Failed):
-                    log.warning("run %s failed mid-stream (%s): %s", run_id, ev.error.code, ev.error.message)
                 return
+            batch = await anext(batches, None)
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()  # type: ignore[attr-defined]
 
 
 def _tool_path(body: dict[str, Any], name: str) -> str:

@@ -38,7 +38,7 @@ from plugins.openai_upstream.faults import (
 from plugins.openai_upstream.jsonio import dumps, loads
 from plugins.openai_upstream.request import build_body
 from plugins.openai_upstream.settings import UpstreamOptions
-from plugins.openai_upstream.sse import LineSplitter, SseEvent, SseLimitError, SseParser
+from plugins.openai_upstream.sse import LineSplitter, SseLimitError, SseParser, plain_data_events
 
 log = logging.getLogger("plugins.openai_upstream")
 
@@ -252,6 +252,15 @@ class UpstreamProvider:
         parser = SseParser(limit)
         while True:
             piece = await self._next_piece(pieces, decoder, deadline)
+            plain = plain_data_events(piece, limit) if piece and splitter.idle and parser.idle else None
+            if plain is not None:
+                for done_at, data in enumerate(plain):
+                    if data.strip() == b"[DONE]":
+                        await self._drain(pieces, 2 * (len(plain) - done_at - 1))
+                        return
+                    for ev in self._decode("message", data, decoder):
+                        yield ev
+                continue
             try:
                 lines = splitter.flush() if piece is None else splitter.feed(piece)
             except SseLimitError as exc:
@@ -270,7 +279,7 @@ class UpstreamProvider:
                     if piece is not None:
                         await self._drain(pieces, len(lines) - done_at - 1)
                     return
-                for ev in self._decode(sse, data, decoder):
+                for ev in self._decode(sse.event, data, decoder):
                     yield ev
             if piece is None:
                 break
@@ -295,16 +304,22 @@ class UpstreamProvider:
                 self.label, f"answered with Content-Encoding {exc} although only {ACCEPT_ENCODING} was offered",
             )) from None
 
-    def _decode(self, sse: SseEvent, data: str, decoder: ChunkDecoder) -> list[RunEvent]:
-        """One SSE event's chunk as run events; a malformed or error chunk fails the run."""
+    def _decode(self, event: str, data: str | bytes, decoder: ChunkDecoder) -> list[RunEvent]:
+        """One SSE event's chunk as run events; a malformed or error chunk fails the run.
+
+        ``data`` is text from the general parser, or raw bytes from the fast path (decoded
+        here, as the parser would have: invalid UTF-8 becomes U+FFFD, not an error).
+        """
         try:
             chunk: Any = loads(data)
         except ValueError as exc:
+            if isinstance(data, bytes):
+                return self._decode(event, data.decode("utf-8", "replace"), decoder)
             raise ProviderError(bad_response(
                 self.label, f"sent a malformed stream chunk after {decoder.chunks} good chunk(s) (not JSON: {exc})",
             )) from None
-        if sse.event == "error" or (isinstance(chunk, dict) and chunk.get("error")):
-            message, _, _ = upstream_error_detail(data.encode())
+        if event == "error" or (isinstance(chunk, dict) and chunk.get("error")):
+            message, _, _ = upstream_error_detail(data.encode() if isinstance(data, str) else data)
             raise ProviderError(RunError(
                 f"{self.label} reported an error mid-stream after {decoder.chunks} chunk(s): {message}",
                 code="upstream_error", status=502,

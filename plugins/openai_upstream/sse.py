@@ -48,6 +48,11 @@ class LineSplitter:
         self._pending: SseLimitError | None = None
 
     @property
+    def idle(self) -> bool:
+        """Whether the next piece starts a fresh line (nothing held, no error pending)."""
+        return not self._rest and not self._after_cr and self._pending is None
+
+    @property
     def held(self) -> int:
         """Bytes of an unfinished line held for the next piece (at most ``max_line``)."""
         return self._held
@@ -138,6 +143,11 @@ class SseParser:
         self._size = 0  # characters of data so far (a character is at least one byte)
         self._event = ""
 
+    @property
+    def idle(self) -> bool:
+        """Whether no event is half-read (the next line starts a new one)."""
+        return not self._data and not self._event
+
     def feed(self, line: str) -> SseEvent | None:
         """Consume one line (without its line ending)."""
         if not line:
@@ -175,3 +185,26 @@ class SseParser:
         self._event = ""
         return event
 
+
+
+PLAIN_DATA = b"data: "
+EVENT_END = b"\n\n"
+
+
+def plain_data_events(piece: bytes, max_event: int) -> list[bytes] | None:
+    """The data of every event in ``piece`` when it holds nothing but whole one-line
+    ``data: ...`` events (what every Chat Completions server sends), else ``None``.
+
+    The fast path of a stream: one split per network read instead of a line splitter
+    and a parser step per line. It applies only where the result is exactly what
+    :class:`LineSplitter` and :class:`SseParser` would give (call it only when both are
+    :attr:`idle`); anything else (comments, ``event:`` lines, CR line ends, an event cut
+    by the read, one over ``max_event``) returns ``None`` for the general path.
+    """
+    if not piece.endswith(EVENT_END) or b"\r" in piece:
+        return None
+    blocks = piece[:-2].split(EVENT_END)
+    for block in blocks:
+        if not block.startswith(PLAIN_DATA) or b"\n" in block or len(block) > max_event:
+            return None
+    return [block[6:] for block in blocks]

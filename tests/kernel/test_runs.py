@@ -169,6 +169,16 @@ async def test_a_listener_joining_mid_run_gets_the_past_then_the_future(kernel):
     assert joined == run.events_log and joined[:2] == first
 
 
+async def test_event_batches_carry_the_same_events_as_events(kernel):
+    kernel.providers["slow"].options.words = 6
+    run = kernel.runs.start(turn("slow"))
+    batches = [batch async for batch in run.event_batches()]
+    assert all(batches) and [ev for batch in batches for ev in batch] == run.events_log
+    assert len(batches) > 1  # a slow provider's words arrive over several wake-ups
+    # A finished run replays in one batch, from any position, ending at the terminal event.
+    assert [batch async for batch in run.event_batches(after=2)] == [run.events_log[2:]]
+
+
 async def test_cancel_stops_the_provider(kernel):
     probe = kernel.providers["slow"]
     run = kernel.runs.start(turn("slow"))

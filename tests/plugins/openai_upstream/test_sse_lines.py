@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from plugins.openai_upstream.sse import LineSplitter, SseLimitError, SseParser
+from plugins.openai_upstream.sse import LineSplitter, SseLimitError, SseParser, plain_data_events
 
 
 def split_all(pieces: list[bytes]) -> list[str]:
@@ -84,3 +84,65 @@ def split_all_capped(pieces: list[bytes], cap: int) -> list[str]:
     for piece in pieces:
         lines.extend(splitter.feed(piece))
     return lines + splitter.flush()
+
+
+def general_events(piece: bytes, limit: int = 1 << 20) -> list[tuple[str, str]]:
+    """(event, data) pairs the line splitter and the parser give for one whole piece."""
+    splitter, parser = LineSplitter(limit), SseParser(limit)
+    found = []
+    for line in splitter.feed(piece):
+        event = parser.feed(line)
+        if event is not None:
+            found.append((event.event, event.data))
+    return found
+
+
+@pytest.mark.parametrize("piece", [
+    b'data: {"a":1}\n\n',
+    b'data: {"a":1}\n\ndata: {"b":"x y"}\n\ndata: [DONE]\n\n',
+    b"data:  leading space kept\n\n",
+    b"data: \n\n",
+    "data: {\"t\":\"caf\u00e9 \u2028\"}\n\n".encode(),
+])
+def test_the_plain_fast_path_gives_what_the_parser_gives(piece):
+    plain = plain_data_events(piece, 1 << 20)
+    assert plain is not None
+    assert [("message", data.decode()) for data in plain] == general_events(piece)
+
+
+@pytest.mark.parametrize("piece", [
+    b"data: cut in the mid",  # an event cut by the read
+    b"data: 1\n\ndata: 2",
+    b"event: error\ndata: {}\n\n",  # a named event
+    b": ping\n\ndata: 1\n\n",  # a comment
+    b"data: 1\r\n\r\n",  # CR line ends
+    b"data: a\ndata: b\n\n",  # two data lines
+    b"data:nospace\n\n",  # the parser would give the same, but the fast path stays strict
+    b"id: 7\ndata: 1\n\n",
+    b"",
+])
+def test_anything_else_goes_to_the_general_parser(piece):
+    assert plain_data_events(piece, 1 << 20) is None
+
+
+def test_the_fast_path_leaves_an_event_over_the_cap_to_the_parser():
+    piece = b"data: " + b"x" * 100 + b"\n\n"
+    assert plain_data_events(piece, 106) is not None
+    assert plain_data_events(piece, 105) is None
+    with pytest.raises(SseLimitError):
+        general_events(piece, 105)
+
+
+def test_idle_means_between_events():
+    splitter, parser = LineSplitter(), SseParser()
+    assert splitter.idle and parser.idle
+    splitter.feed(b"data: par")
+    assert not splitter.idle
+    for line in splitter.feed(b"tial\n"):
+        parser.feed(line)
+    assert splitter.idle and not parser.idle
+    for line in splitter.feed(b"\n"):
+        parser.feed(line)
+    assert splitter.idle and parser.idle
+    splitter.feed(b"data: 1\r")  # a CR may pair with the next piece's LF
+    assert not splitter.idle

@@ -153,3 +153,28 @@ async def test_follow_up_turn_sends_tool_results(upstream_app, fake, user_turn, 
             {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
     ]
+
+
+async def test_invalid_utf8_in_a_chunk_reads_as_replacement_characters(upstream_app, fake, user_turn, run_turn):
+    """The fast path hands the decoder raw bytes: invalid UTF-8 must read as the general
+    parser reads it (U+FFFD), not fail the run."""
+    app = upstream_app()
+    bad = b'data: {"choices":[{"index":0,"delta":{"content":"caf\xff"}}]}\n\n'
+    fake.script(stream_reply([bad, *text_chunks("!")]))
+    async with app.test_app():
+        events, result = await run_turn(app, user_turn())
+    assert result.status == "completed" and result.text == "caf\ufffd!"
+    assert events[0] == TextDelta("caf\ufffd")
+
+
+async def test_a_stream_mixing_plain_and_named_events_reads_in_order(upstream_app, fake, user_turn, run_turn):
+    """Reads that the fast path takes and reads it leaves to the parser, in one stream."""
+    app = upstream_app()
+    plain = [chunk({"content": w}) for w in ("a", "b")]
+    fake.script(stream_reply([*plain, b": keep-alive\n\n", b"event: message\ndata: " +
+                              json.dumps(chunk({"content": "c"})).encode() + b"\n\n",
+                              b'data: {"choices":[{"index":0,"delta":{"content":"d"}}]}\r\n\r\n',
+                              *text_chunks("e")]))
+    async with app.test_app():
+        _, result = await run_turn(app, user_turn())
+    assert result.text == "abcde"

@@ -161,9 +161,34 @@ async def test_followers_replay_then_follow_live():
     total = len(b.events)
     assert await asyncio.wait_for(early, 5) == list(range(total))
     assert await asyncio.wait_for(late, 5) == list(range(4, total))
+    # Everything already recorded goes out as one piece of whole event blocks (the
+    # server frames each block as its own HTTP chunk), then [DONE].
     chunks = [c async for c in sse_chunks(follower)]
-    assert len(chunks) == total + 1 and chunks[-1] == DONE_CHUNK
-    assert all(c.count(b"\n\n") == 1 and c.endswith(b"\n\n") for c in chunks)
+    assert chunks == [b"".join(encode_event(e) for e in b.events), DONE_CHUNK]
+    assert chunks[0].count(b"\n\n") == total
+
+
+async def test_follow_batches_hands_over_what_each_wake_up_finds():
+    b = ResponseBuilder(ResponseParams(model="m"))
+    follower = EventFollower(b)
+    b.start()
+    seen: list[list[int]] = []
+
+    async def collect() -> None:
+        async for batch in follower.follow_batches():
+            seen.append([e["sequence_number"] for e in batch])
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(0)
+    first = len(b.events)
+    b.feed(TextDelta("a"))
+    b.feed(TextDelta("b"))
+    await asyncio.sleep(0)
+    b.feed(Finished())
+    await asyncio.wait_for(task, 5)
+    assert seen[0] == list(range(first))
+    assert [n for batch in seen for n in batch] == list(range(len(b.events)))
+    assert len(seen) == 3 and seen[-1][-1] == len(b.events) - 1
 
 
 def test_feed_many_without_events_builds_the_same_resource():
