@@ -47,6 +47,21 @@ def _bounded_int(value: Any, ceiling: int) -> int | None:
     return None
 
 
+def _plain_text(choice: Any) -> str | None:
+    """The text of the commonest choice (index 0, no finish reason, a delta of ``content``
+    and at most ``role``), else None for the general rules; the same events either way."""
+    if type(choice) is not dict or choice.get("finish_reason"):
+        return None
+    index = choice.get("index", 0)
+    delta = choice.get("delta")
+    if type(index) is not int or index != 0 or type(delta) is not dict:
+        return None
+    content = delta.get("content")
+    if type(content) is str and (len(delta) == 1 or (len(delta) == 2 and "role" in delta)):
+        return content
+    return None
+
+
 class UpstreamFormatError(Exception):
     """A chunk that is valid JSON but not a Chat Completions chunk we can use."""
 
@@ -74,6 +89,13 @@ class ChunkDecoder:
 
     def feed(self, chunk: Any) -> list[RunEvent]:
         """Events for one chunk."""
+        if type(chunk) is dict and chunk.get("usage") is None:  # the hot path: one per token
+            choices = chunk.get("choices")
+            if type(choices) is list and len(choices) == 1:
+                text = _plain_text(choices[0])
+                if text is not None:
+                    self.chunks += 1
+                    return [TextDelta(text)] if text else []
         if not isinstance(chunk, dict):
             raise UpstreamFormatError(f"a stream chunk is a JSON {type(chunk).__name__}, not an object")
         self.chunks += 1

@@ -88,3 +88,34 @@ def test_reasoning_text_refusal_usage_and_finish_reasons():
 def test_usage_running_totals_keep_the_last():
     decoder, _ = feed_all([chunk({"content": "a"}, usage=usage(1, 1)), chunk({"content": "b"}, usage=usage(1, 2))])
     assert decoder.usage is not None and decoder.usage.output_tokens == 2
+
+
+def general_rules(chunk_: dict) -> list:
+    """What the decoder's general rules give for ``chunk_`` (its one-token shortcut bypassed
+    by a usage field, which those rules read and the shortcut never sees)."""
+    decoder = ChunkDecoder()
+    events = decoder.feed({**chunk_, "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    return [e for e in events if not isinstance(e, Usage)]
+
+
+def test_the_one_token_shortcut_gives_what_the_general_rules_give():
+    shapes = [
+        chunk({"content": "word"}),
+        chunk({"role": "assistant", "content": "hi"}),
+        chunk({"content": ""}),
+        chunk({"content": "x", "refusal": "no"}),  # two texts: general rules
+        chunk({"content": "x", "reasoning_content": "think"}),
+        chunk({"content": "end"}, finish_reason="stop"),
+        {"choices": [{"index": 1, "delta": {"content": "other choice"}}]},
+        {"choices": [{"index": False, "delta": {"content": "a bool is not an index"}}]},
+        {"choices": [{"delta": {"content": "no index"}}]},
+        {"choices": [{"index": 0, "delta": {"content": 5}}]},
+        {"choices": [{"index": 0, "message": {"content": "whole"}}]},
+    ]
+    for shape in shapes:
+        decoder = ChunkDecoder()
+        assert decoder.feed(shape) == general_rules(shape), shape
+        assert decoder.chunks == 1
+    decoder = ChunkDecoder()
+    decoder.feed(chunk({"content": "end"}, finish_reason="length"))
+    assert decoder.finish_reason == "length"
