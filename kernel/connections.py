@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from ssl import SSLError
 from typing import Any
@@ -113,8 +114,10 @@ class GatewayTCPServer(TCPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard: ConnectionGuard | None = getattr(self.config, GUARD_ATTRIBUTE, None)
-        # Set when the first byte of a request head arrives on an idle connection.
-        self._head_started = asyncio.Event()
+        # The idle deadline (a timer, not a task: see _arm_idle) and what it is waiting for.
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._waiting_for_head = False  # keep-alive phase over: the next head has begun
+        self._head_started = False  # a byte of a request head arrived on this idle connection
         self._fresh = True  # no request received yet on this connection
         # Outgoing bytes of this loop iteration, written in one send (see protocol_send).
         self._unsent: list[bytes] = []
@@ -155,7 +158,7 @@ class GatewayTCPServer(TCPServer):
         # asyncio's socket transport keeps its own bound read callback (CPython 3.11-3.13),
         # a cycle holding the stream reader and protocol; a closed transport never reads again.
         transport = self.writer.transport
-        if transport.is_closing():
+        if transport.is_closing() and hasattr(transport, "__dict__"):  # (uvloop's C transport has no such cycle)
             vars(transport).pop("_read_ready_cb", None)
 
     async def _refuse(self) -> None:
@@ -190,13 +193,13 @@ class GatewayTCPServer(TCPServer):
                 data = await asyncio.wait_for(self.reader.read(2**16), self.config.read_timeout)
             except (ConnectionError, OSError, TimeoutError, SSLError):
                 break
-            if data:
-                self._head_started.set()
+            if data and self._idle_timer is not None:
+                self._head_begun()
             await self.protocol.handle(RawData(data))
         await self.protocol.handle(Closed())
-        # The client is gone: stop the idle timer now instead of holding the socket open
+        # The client is gone: stop the idle deadline now instead of holding the socket open
         # (in CLOSE-WAIT) until it fires. A request still in flight was told by Closed().
-        await self.idle_task.stop()
+        self._disarm_idle()
 
     async def protocol_send(self, event: Any) -> None:
         if self.guard is None:
@@ -206,11 +209,15 @@ class GatewayTCPServer(TCPServer):
             await self._send_coalesced(event.data)
             return
         if isinstance(event, Updated):
-            # A new idle period (between requests) starts with no head bytes seen; a request
-            # head completing ends the idle period (and its timer) in Hypercorn itself.
-            self._head_started.clear()
-            if not event.idle:
+            # Hypercorn restarts an idle *task* here at every request's end (and cancels and
+            # awaits it at every start): three tasks per request with the deadlines below.
+            # A timer does the same for a fraction of the cost.
+            if event.idle:
+                self._arm_idle()
+            else:
                 self._fresh = False
+                self._disarm_idle()
+            return
         await super().protocol_send(event)
 
     async def _send_coalesced(self, data: bytes) -> None:
@@ -245,6 +252,8 @@ class GatewayTCPServer(TCPServer):
 
     async def _close(self) -> None:
         self._flush()  # what the app sent goes out before the end of the stream
+        if self.guard is not None:
+            self._disarm_idle()
         await super()._close()
 
     async def _initiate_server_close(self) -> None:
@@ -252,34 +261,100 @@ class GatewayTCPServer(TCPServer):
         await super()._initiate_server_close()
 
     async def _idle_timeout(self) -> None:
-        guard = self.guard
-        if guard is None:
+        # Hypercorn starts this once per connection (later idle periods come as Updated).
+        if self.guard is None:
             await super()._idle_timeout()
             return
-        terminated = asyncio.ensure_future(self.context.terminated.wait())
-        try:
-            if self._fresh:
-                # A new connection has the header timeout to deliver its first request head.
-                await asyncio.wait({terminated}, timeout=guard.header_timeout)
-            else:
-                # Between requests: the keep-alive timeout for the next head to begin, then
-                # the header timeout for it to complete.
-                head = asyncio.ensure_future(self._head_started.wait())
-                try:
-                    await asyncio.wait({terminated, head}, timeout=guard.keep_alive_timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    head.cancel()
-                if not terminated.done() and self._head_started.is_set():
-                    await asyncio.wait({terminated}, timeout=guard.header_timeout)
-            if not terminated.done() and self._head_started.is_set():
-                guard.head_timeouts += 1
-                guard.throttled.warning(
-                    "head", "closed a connection whose request head did not arrive within "
-                    "[kernel] header_timeout_seconds = %s", guard.header_timeout)
-        finally:
-            terminated.cancel()
-        await asyncio.shield(self._initiate_server_close())
+        self._arm_idle()
+
+    # ------------------------------------------------------------------ idle deadlines
+
+    def _arm_idle(self) -> None:
+        """Start an idle period: a new connection has the header timeout to deliver its first
+        request head; between requests, the keep-alive timeout for the next head to begin
+        (then the header timeout for it to complete, see _head_begun)."""
+        guard = self.guard
+        assert guard is not None
+        self._disarm_idle()
+        watch = _IdleWatch.of(self.context)
+        if watch.stopping:
+            self._close_idle()  # the server is shutting down: an idle connection closes now
+            return
+        self._head_started = self._waiting_for_head = False
+        timeout = guard.header_timeout if self._fresh else guard.keep_alive_timeout
+        self._idle_timer = self.loop.call_later(timeout, self._idle_expired)
+        watch.idle.add(self)
+
+    def _head_begun(self) -> None:
+        self._head_started = True
+        guard = self.guard
+        if guard is not None and not self._fresh and not self._waiting_for_head and self._idle_timer is not None:
+            self._waiting_for_head = True
+            self._idle_timer.cancel()
+            self._idle_timer = self.loop.call_later(guard.header_timeout, self._idle_expired)
+
+    def _disarm_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        watch = _IdleWatch.existing(self.context)
+        if watch is not None:
+            watch.idle.discard(self)
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        guard = self.guard
+        if guard is not None and self._head_started:
+            guard.head_timeouts += 1
+            guard.throttled.warning(
+                "head", "closed a connection whose request head did not arrive within "
+                "[kernel] header_timeout_seconds = %s", guard.header_timeout)
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        watch = _IdleWatch.existing(self.context)
+        if watch is not None:
+            watch.idle.discard(self)
+        # Kept by the watch until done: the loop holds tasks only weakly.
+        _IdleWatch.of(self.context).closing(self.loop.create_task(self._initiate_server_close()))
+
+
+class _IdleWatch:
+    """Per worker: the idle connections, closed at once when the server starts shutting down.
+
+    One task per server waits for the shutdown signal, instead of one per connection and
+    request as Hypercorn's idle tasks did.
+    """
+
+    _by_context: weakref.WeakKeyDictionary[Any, _IdleWatch] = weakref.WeakKeyDictionary()
+
+    def __init__(self, context: Any) -> None:
+        self.idle: set[GatewayTCPServer] = set()
+        self.stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closing(asyncio.get_running_loop().create_task(self._watch(context)))
+
+    @classmethod
+    def of(cls, context: Any) -> _IdleWatch:
+        watch = cls._by_context.get(context)
+        if watch is None:
+            watch = cls._by_context[context] = cls(context)
+        return watch
+
+    @classmethod
+    def existing(cls, context: Any) -> _IdleWatch | None:
+        return cls._by_context.get(context)
+
+    def closing(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, context: Any) -> None:
+        await context.terminated.wait()
+        self.stopping = True
+        for server in list(self.idle):
+            server._disarm_idle()
+            server._close_idle()
 
 
 def connection_cap(configured: int, open_files: int | None) -> int:

@@ -5,6 +5,7 @@ are cut at their deadlines, and accept() failures are logged once per interval."
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -230,3 +231,37 @@ def test_accept_failures_for_lack_of_descriptors_are_logged_once_per_interval():
     assert len(lines) == 1, err
     assert "Too many open files" in lines[0]
     assert "Traceback" not in err
+
+
+def test_an_idle_kept_alive_connection_is_closed_at_the_keep_alive_timeout(tmp_path):
+    config = write_config(tmp_path, "keep_alive_timeout_seconds = 1.0\n")
+    with serve_process(config) as served, socket.create_connection(("127.0.0.1", port_of(served.base))) as sock:
+        for _ in range(3):  # each request starts a new idle period
+            sock.sendall(HEALTH)
+            assert b" 200 " in read_answer(sock).split(b"\r\n", 1)[0]
+            time.sleep(0.5)
+        started = time.monotonic()
+        assert closed_by_server(sock, 4)
+        assert 0.3 < time.monotonic() - started < 2.5
+
+
+def test_a_stopping_server_closes_its_idle_connections_at_once(tmp_path):
+    """Idle keep-alive connections do not hold a shutdown for its grace period."""
+    config = write_config(tmp_path, "shutdown_grace_seconds = 30\nkeep_alive_timeout_seconds = 60\n")
+    with serve_process(config) as served:
+        port = port_of(served.base)
+        idle = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(HEALTH)
+            assert b" 200 " in read_answer(sock).split(b"\r\n", 1)[0]
+            idle.append(sock)
+        fresh = socket.create_connection(("127.0.0.1", port))  # connected, no request yet
+        time.sleep(0.2)
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(15) == 0
+        assert time.monotonic() - started < 5
+        for sock in [*idle, fresh]:
+            assert closed_by_server(sock, 2)
+            sock.close()
