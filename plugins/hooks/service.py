@@ -223,7 +223,11 @@ class HooksService:
             if wake_event is not None and run.started_at is None:
                 # Cancelled while waiting for the main session (e.g. at shutdown): the kernel only
                 # stores the input of runs that started, so queue the event rather than lose it.
-                await self.kernel.sessions.append(self.main_key, [wake_event], principal=PRINCIPAL)
+                # Under the session's lock: the turn it was waiting behind may still be saving
+                # its items (a cancelled turn saves them before it lets go), and the event
+                # belongs after them. Without the lock, on PostgreSQL, either could land first.
+                async with self.kernel.sessions.lock(self.main_key, principal=PRINCIPAL):
+                    await self.kernel.sessions.append(self.main_key, [wake_event], principal=PRINCIPAL)
                 log.info("hook %s: run %s never started; its event was queued in %r", job.hook, run.id, self.main_key)
             took = (run.finished_at or time.time()) - run.created_at
             error = f" ({result.error.code}: {result.error.message})" if result.error is not None else ""

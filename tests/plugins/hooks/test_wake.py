@@ -59,10 +59,9 @@ def test_mode_defaults_to_now_and_queued_events_reach_the_next_turn(hooks_server
 
 
 def test_now_event_waiting_for_a_busy_main_session_survives_shutdown(hooks_server, kit):
-    # Pinned to SQLite: on PostgreSQL the cancelled busy turn's items and the queued wake
-    # event can be saved in either order at shutdown (a known race, see docs/scaling.md).
-    sqlite = {"kernel": {"store": {"url": "sqlite"}}}
-    with hooks_server(config={"kernel": {"shutdown_grace_seconds": 0, "store": {"url": "sqlite"}}}) as hub:
+    # On either store (--store-backend): the cancelled busy turn's items are saved before the
+    # queued wake event, which waits for the session's lock.
+    with hooks_server(config={"kernel": {"shutdown_grace_seconds": 0}}) as hub:
         # A run that never ends holds the main session, so the wake's turn waits for it.
         busy = hub.post("/hooks/agent", {"message": "busy", "agent": "hang", "session_key": kit.main_key})
         busy_id = busy.json()["run_id"]
@@ -70,7 +69,7 @@ def test_now_event_waiting_for_a_busy_main_session_survives_shutdown(hooks_serve
         r = hub.post("/hooks/wake", {"text": "Parcel delivered", "mode": "now"})
         wake_id = r.json()["run_id"]
         assert hub.run_status(wake_id).json()["status"] == "queued"
-    with hooks_server(config=sqlite) as hub:  # the same state: the gateway cancelled both runs at shutdown
+    with hooks_server() as hub:  # the same state: the gateway cancelled both runs at shutdown
         assert hub.run_status(wake_id).json()["status"] == "cancelled"
         items = hub.transcript(kit.main_key)
         assert [i.role for i in items] == ["user", "assistant", "system"]
