@@ -16,7 +16,8 @@ from quart import Blueprint, Response, g, request
 
 from kernel import ApiError, is_admin
 from plugins.openresponses.persistent import WRITE_WAIT_SECONDS, PersistentResponses, owner_of
-from plugins.openresponses.retrieval import DEFAULT_PAGE, MAX_PAGE, Retrieval, _int_arg, _json, _not_found
+from plugins.openresponses.query import DEFAULT_PAGE, MAX_PAGE, choice_arg, int_arg, json_response, response_not_found
+from plugins.openresponses.retrieval import Retrieval
 from plugins.openresponses.storage import ResponseRecord
 
 STATUSES = ("queued", "in_progress", "completed", "incomplete", "failed", "cancelled")
@@ -33,11 +34,8 @@ class Listing:
 
     async def list(self) -> Response:
         args = request.args
-        limit = _int_arg(args, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
-        status = args.get("status") or None
-        if status is not None and status not in STATUSES:
-            raise ApiError(400, f"invalid value for 'status': {status!r}; expected one of {', '.join(STATUSES)}",
-                           param="status", code="invalid_value")
+        limit = int_arg(args, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
+        status = choice_arg(args, "status", STATUSES, default="") if args.get("status") else None
         after = args.get("after") or None
         owner = None if is_admin(g.principal) else owner_of(g.principal)
         if after is not None and await self._owner(after) is None:
@@ -46,14 +44,14 @@ class Listing:
         page = await self.store.list_page(owner, limit=limit, after=after, agent=args.get("agent") or None,
                                           status=status)
         data = [self._summary(record) for record in page.records]
-        return _json({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+        return json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                       "last_id": data[-1]["id"] if data else None, "has_more": page.has_more})
 
     async def detail(self, response_id: str) -> Response:
         """The response, its input items, its event log (live or replayed) and who owns it."""
         owner = await self._owner(response_id)
         if owner is None:
-            raise _not_found(response_id)
+            raise response_not_found(response_id)
         live = self.stored.live.get(response_id, owner)
         if live is not None and not live.discarded and not live.builder.done:
             resource, events = live.builder.resource(), list(live.builder.events)
@@ -65,7 +63,7 @@ class Listing:
             created, updated = record.created_at, record.updated_at
         page = await self.store.input_items(response_id, owner, limit=MAX_PAGE, order="asc", after=None)
         inputs = page.data if page is not None else []
-        return _json({
+        return json_response({
             "object": "response.detail", "id": response_id, "owner": owner,
             "agent": record.agent if record is not None else "",
             "response": resource, "input_items": inputs,
@@ -78,7 +76,7 @@ class Listing:
     async def delete(self, response_id: str) -> Response:
         owner = await self._owner(response_id)
         if owner is None:
-            raise _not_found(response_id)
+            raise response_not_found(response_id)
         live = self.stored.live.get(response_id, owner)
         if live is not None and live.builder.done:
             await live.wait_settled(WRITE_WAIT_SECONDS)
@@ -86,10 +84,10 @@ class Listing:
             raise ApiError(409, f"response {response_id!r} is still in progress; cancel it or wait for it to "
                            "finish, then delete it", param="response_id", code="response_in_progress")
         if not await self.store.delete(response_id, owner):
-            raise _not_found(response_id)
+            raise response_not_found(response_id)
         if live is not None:
             live.discarded = True
-        return _json({"id": response_id, "object": "response.deleted", "deleted": True})
+        return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
 
     async def _owner(self, response_id: str) -> str | None:
         """The response's owner if the caller may see it, else None (missing looks the same)."""
@@ -103,7 +101,7 @@ class Listing:
     async def _stored(self, response_id: str, owner: str) -> ResponseRecord:
         record = await self.store.get(response_id, owner)
         if record is None or not record.stored:
-            raise _not_found(response_id)
+            raise response_not_found(response_id)
         return record
 
     @staticmethod

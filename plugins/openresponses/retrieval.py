@@ -9,9 +9,7 @@ store as that process writes it (:mod:`plugins.openresponses.remote`).
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 from quart import Response, g, request
 
@@ -21,13 +19,12 @@ from plugins.openresponses import remote
 from plugins.openresponses.builder import TERMINAL_EVENTS, Event
 from plugins.openresponses.live import LiveResponse
 from plugins.openresponses.persistent import ACTIVE_STATUSES, WRITE_WAIT_SECONDS, PersistentResponses, owner_of
+from plugins.openresponses.query import bool_arg, int_arg, json_response, page_query, response_not_found
 from plugins.openresponses.replay import close_interrupted, events_from_resource
 from plugins.openresponses.settings import OpenResponsesSettings
 from plugins.openresponses.storage import ResponseRecord
 from plugins.openresponses.stream import DONE_CHUNK, encode_event, sse_chunks
 
-MAX_PAGE = 100
-DEFAULT_PAGE = 20
 # How long a cancel waits for the cancelled run's final state to be stored.
 CANCEL_SETTLE_SECONDS = 10.0
 
@@ -44,8 +41,8 @@ class Retrieval:
 
     async def retrieve(self, response_id: str) -> Response:
         """The stored ``ResponseResource``; with ``?stream=true`` its events, then live ones."""
-        stream = _bool_arg(request.args, "stream")
-        after = _int_arg(request.args, "starting_after", default=-1, low=0, high=None)
+        stream = bool_arg(request.args, "stream")
+        after = int_arg(request.args, "starting_after", default=-1, low=0, high=None)
         if after != -1 and not stream:
             raise ApiError(400, "starting_after only applies to streamed retrieval; add stream=true",
                            param="starting_after", code="invalid_value")
@@ -54,15 +51,15 @@ class Retrieval:
             if stream:
                 # A reader leaving must not stop the run: no on_disconnect here.
                 return sse_response(sse_chunks(live.follower, after), keepalive=self.settings.keepalive_seconds)
-            return _json(live.builder.resource())
+            return json_response(live.builder.resource())
         record = await self._record(response_id)
         if stream and record.status in ACTIVE_STATUSES and self.store.shared:
             return sse_response(self._follow(record, after), keepalive=self.settings.keepalive_seconds)
         if stream:
             return sse_response(self._replay(record, after), keepalive=self.settings.keepalive_seconds)
         if record.status in ACTIVE_STATUSES and self.store.shared:
-            return _json(await remote.current(self.store, record))  # running in another process
-        return _json(record.resource)
+            return json_response(await remote.current(self.store, record))  # running in another process
+        return json_response(record.resource)
 
     async def _follow(self, record: ResponseRecord, after: int) -> AsyncIterator[bytes]:
         async for event in remote.follow(self.store, record, after):
@@ -99,10 +96,10 @@ class Retrieval:
         if live is None and record.status in ACTIVE_STATUSES and self.store.shared:
             raise _still_running(response_id)  # in another process
         if not await self.store.delete(response_id, owner_of(g.principal)):
-            raise _not_found(response_id)
+            raise response_not_found(response_id)
         if live is not None:
             live.discarded = True  # a write still landing must not make it readable again
-        return _json({"id": response_id, "object": "response.deleted", "deleted": True})
+        return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
 
     # ------------------------------------------------------------------ POST /v1/responses/{id}/cancel
 
@@ -119,7 +116,7 @@ class Retrieval:
         await live.wait_settled(CANCEL_SETTLE_SECONDS)
         if not stopped:
             raise _not_cancellable(response_id, live.builder.status)
-        return _json(live.builder.resource())
+        return json_response(live.builder.resource())
 
     async def _cancel_elsewhere(self, record: ResponseRecord) -> Response:
         """Cancel a run another process executes (it hears the request and stops it)."""
@@ -128,24 +125,19 @@ class Retrieval:
         final = await remote.cancel(self.store, record, CANCEL_SETTLE_SECONDS)
         if final.status != "cancelled":
             raise _not_cancellable(record.id, final.status)
-        return _json(final.resource)
+        return json_response(final.resource)
 
     # ------------------------------------------------------------------ GET /v1/responses/{id}/input_items
 
     async def input_items(self, response_id: str) -> Response:
-        args = request.args
-        limit = _int_arg(args, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
-        order = args.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise ApiError(400, f"invalid value for 'order': {order!r}; expected 'asc' or 'desc'", param="order",
-                           code="invalid_value")
+        query = page_query(request.args)
         await self.stored.written(response_id)
-        page = await self.store.input_items(response_id, owner_of(g.principal), limit=limit, order=order,
-                                            after=args.get("after"))
+        page = await self.store.input_items(response_id, owner_of(g.principal), limit=query.limit,
+                                            order=query.order, after=query.after)
         if page is None:
             await self._record(response_id)  # raises the precise 404
-            raise _not_found(response_id)
-        return _json(page.as_list())
+            raise response_not_found(response_id)
+        return json_response(page.as_list())
 
     # ------------------------------------------------------------------ helpers
 
@@ -162,7 +154,7 @@ class Retrieval:
             raise ApiError(404, f"response {response_id!r} was not stored: {why}", param="response_id",
                            code="response_not_found")
         if record is None:
-            raise _not_found(response_id)
+            raise response_not_found(response_id)
         if not record.stored:
             why = record.not_stored_reason or "it was created with store: false"
             raise ApiError(404, f"response {response_id!r} was not stored: {why}", param="response_id",
@@ -170,10 +162,6 @@ class Retrieval:
         return record
 
 
-def _not_found(response_id: str) -> ApiError:
-    return ApiError(404, f"response {response_id!r} was not found (it may have been created with store: false, "
-                    "deleted or expired, or belong to another API key)", param="response_id",
-                    code="response_not_found")
 
 
 def _still_running(response_id: str) -> ApiError:
@@ -198,34 +186,6 @@ def _not_cancellable(response_id: str, status: str) -> ApiError:
                     code="response_not_cancellable")
 
 
-def _bool_arg(args: Mapping[str, str], name: str) -> bool:
-    value = args.get(name)
-    if value is None:
-        return False
-    lowered = value.lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0"):
-        return False
-    raise ApiError(400, f"invalid value for '{name}': {value!r}; expected true or false", param=name,
-                   code="invalid_value")
 
 
-def _int_arg(args: Mapping[str, str], name: str, *, default: int, low: int, high: int | None) -> int:
-    value = args.get(name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = None
-    if number is None or number < low or (high is not None and number > high):
-        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise ApiError(400, f"invalid value for '{name}': {value!r}; expected an integer {bounds}", param=name,
-                       code="invalid_value")
-    return number
 
-
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
-                    mimetype="application/json")

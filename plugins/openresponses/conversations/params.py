@@ -3,8 +3,6 @@ on ``POST /v1/responses``; every refusal is a 400 naming the field."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from kernel import ApiError, Message, TextPart
@@ -16,8 +14,6 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 # Items per create or append request (OpenAI allows 20).
 MAX_ITEMS_PER_REQUEST = 20
-DEFAULT_PAGE = 20
-MAX_PAGE = 100
 # A conversation id or session key: the kernel's bound on session keys.
 MAX_ID_LENGTH = 256
 
@@ -72,34 +68,6 @@ def parse_items(value: Any, *, param: str = "items", required: bool) -> tuple[li
         drafts.append(draft)
     needs = any(isinstance(d, DraftMessage | DraftToolResult | PendingReference) for d in drafts)
     return drafts, needs
-
-
-@dataclass
-class ListQuery:
-    """``limit``, ``order`` and ``after`` of an item listing."""
-
-    limit: int
-    order: str
-    after: str | None
-
-
-def parse_list_query(args: Mapping[str, str]) -> ListQuery:
-    """``limit`` 1-100 (20), ``order`` asc/desc (desc), ``after`` an item id; ``include`` is accepted."""
-    raw_limit = args.get("limit")
-    limit = DEFAULT_PAGE
-    if raw_limit is not None:
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_PAGE:
-            raise ApiError(400, f"invalid value for 'limit': {raw_limit!r}; expected an integer from 1 to {MAX_PAGE}",
-                           param="limit", code="invalid_value")
-    order = args.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise ApiError(400, f"invalid value for 'order': {order!r}; expected 'asc' or 'desc'", param="order",
-                       code="invalid_value")
-    return ListQuery(limit=limit, order=order, after=args.get("after") or None)
 
 
 def take_conversation(data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -6,7 +6,6 @@ key's conversation, or one deleted or expired, is a 404 on every route.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from plugins.openresponses.conversations import params as p
 from plugins.openresponses.conversations import wire
 from plugins.openresponses.conversations.turns import not_found
 from plugins.openresponses.items import resolve_items
+from plugins.openresponses.query import json_response, page_query
 from plugins.openresponses.retention import Sweeper, parse_duration
 from plugins.openresponses.settings import OpenResponsesSettings
 
@@ -83,10 +83,10 @@ class ConversationsService:
         items = await self._items(data.get("items"), required=False)
         conversation_id = r.new_id(wire.CONVERSATION_PREFIX)
         record = await self.records.create(g.principal, conversation_id, metadata=metadata, items=items)
-        return _json(wire.conversation_object(record))
+        return json_response(wire.conversation_object(record))
 
     async def retrieve(self, conversation_id: str) -> Response:
-        return _json(wire.conversation_object(await self._find(conversation_id)))
+        return json_response(wire.conversation_object(await self._find(conversation_id)))
 
     async def update(self, conversation_id: str) -> Response:
         data = p.body_object(await read_json(self.settings.max_body_bytes, require_object=False))
@@ -96,19 +96,19 @@ class ConversationsService:
         metadata = p.parse_metadata(data["metadata"])
         record = await self._find(conversation_id)
         record = await self.records.set_metadata(g.principal, record, metadata)
-        return _json(wire.conversation_object(record))
+        return json_response(wire.conversation_object(record))
 
     async def delete(self, conversation_id: str) -> Response:
         record = await self._find(conversation_id)
         if self.kernel.sessions.lock(record.key, principal=g.principal).locked():
             log.info("conversation %r: a turn is running on it; deleting once it has ended", record.id[:80])
         await self.records.delete(g.principal, record)
-        return _json(wire.deleted_object(record.id))
+        return json_response(wire.deleted_object(record.id))
 
     # ------------------------------------------------------------------ items
 
     async def list_items(self, conversation_id: str) -> Response:
-        query = p.parse_list_query(request.args)
+        query = page_query(request.args)
         record = await self._find(conversation_id)
         try:
             page = await self.records.page(g.principal, record, limit=query.limit, order=query.order,  # type: ignore[arg-type]
@@ -117,27 +117,27 @@ class ConversationsService:
             raise ApiError(400, f"invalid value for 'after': item {query.after!r} is not in conversation "
                            f"{conversation_id!r} (it may have been deleted)", param="after",
                            code="invalid_value") from None
-        return _json(wire.item_list(page.items, page.has_more))
+        return json_response(wire.item_list(page.items, page.has_more))
 
     async def add_items(self, conversation_id: str) -> Response:
         data = p.body_object(await read_json(self.settings.max_body_bytes, require_object=False))
         record = await self._find(conversation_id)
         items = await self._items(data.get("items"), required=True)
         added = await self.records.append(g.principal, record, items)
-        return _json(wire.item_list(added, has_more=False))
+        return json_response(wire.item_list(added, has_more=False))
 
     async def get_item(self, conversation_id: str, item_id: str) -> Response:
         record = await self._find(conversation_id)
         found = await self.records.item(g.principal, record, item_id)
         if found is None:
             raise _item_not_found(conversation_id, item_id)
-        return _json(wire.wire_item(found))
+        return json_response(wire.wire_item(found))
 
     async def delete_item(self, conversation_id: str, item_id: str) -> Response:
         record = await self._find(conversation_id)
         if not await self.records.delete_item(g.principal, record, item_id):
             raise _item_not_found(conversation_id, item_id)
-        return _json(wire.conversation_object(record))
+        return json_response(wire.conversation_object(record))
 
     # ------------------------------------------------------------------ helpers
 
@@ -172,9 +172,6 @@ def _item_not_found(conversation_id: str, item_id: str) -> ApiError:
                     code="item_not_found")
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
-                    mimetype="application/json")
 
 
 def add_routes(bp: Any, service: ConversationsService) -> None:
