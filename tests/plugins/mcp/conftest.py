@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from testsupport.mcp_processes import STDIO, mcp_http_server
 
-from kernel.testing import build_app, default_config, free_port, merge, serve_in_thread
-
-TESTS_DIR = str(Path(__file__).resolve().parents[2])
-STDIO = {"kind": "mcp", "command": sys.executable, "args": ["-m", "testsupport.mcp_servers", "stdio"],
-         "cwd": TESTS_DIR, "timeout_seconds": 3}
+from kernel.testing import build_app, default_config, merge, serve_in_thread
 
 
 @pytest.fixture(scope="module")
 def mcp_http_url() -> Iterator[str]:
     """A streamable-HTTP MCP server (the test tools) in its own process."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "testsupport.mcp_servers", "http", str(port)], cwd=TESTS_DIR)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("the MCP HTTP test server did not start")
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(10)
+    with mcp_http_server() as url:
+        yield url
 
 
 def gateway_config(tmp: Path, http_url: str, **mcp_plugin: Any) -> dict[str, Any]:

@@ -5,29 +5,23 @@ stdio subprocess configured by the operator, a streamable-HTTP one a request bri
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from testsupport.mcp_http import post
+from testsupport.mcp_processes import STDIO, mcp_http_server
 
-from kernel.testing import AUTH_HEADERS, build_app, default_config, free_port, merge, serve_in_thread
+from kernel.testing import build_app, default_config, merge, serve_in_thread
 from plugins.observability import tracing
 from plugins.observability.plugin import observer_of
 
 from .support import delta, scrape, wait_until
 
-TESTS_DIR = str(Path(__file__).resolve().parents[2])
-STDIO = {"kind": "mcp", "command": sys.executable, "args": ["-m", "testsupport.mcp_servers", "stdio"],
-         "cwd": TESTS_DIR, "timeout_seconds": 3}
 SECRET_ARGUMENT = "the private tool argument"
 
 
@@ -41,21 +35,8 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 @pytest.fixture(scope="module")
 def mcp_http_url() -> Iterator[str]:
     """A streamable-HTTP MCP server (the test tools) in its own process."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "testsupport.mcp_servers", "http", str(port)], cwd=TESTS_DIR)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("the MCP HTTP test server did not start")
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(10)
+    with mcp_http_server() as url:
+        yield url
 
 
 def config(tmp: Path, **observability: Any) -> dict[str, Any]:
@@ -69,12 +50,6 @@ def config(tmp: Path, **observability: Any) -> dict[str, Any]:
         "tools": {"calc": STDIO},
         "agents": {"main": {"provider": "words"}, "tooly": {"provider": "words", "tools": ["calc"]}},
     })
-
-
-def respond(base: str, body: dict[str, Any]) -> dict[str, Any]:
-    answer = httpx.post(f"{base}/v1/responses", headers=AUTH_HEADERS, json=body, timeout=60)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 def mcp_call(body: dict[str, Any]) -> dict[str, Any]:
@@ -98,14 +73,14 @@ def test_tool_spans_and_metrics_for_configured_and_request_servers(
     app = build_app(config(tmp_path), tmp_path / "plugins.toml")
     with serve_in_thread(app) as base:
         before = scrape(base)
-        ok = respond(base, {"model": "tooly", "input": '/call calc__add {"a": 2, "b": 40}'})
+        ok = post(base, {"model": "tooly", "input": '/call calc__add {"a": 2, "b": 40}'})
         assert ok["status"] == "completed"
-        failed = respond(base, {"model": "tooly", "input": json.dumps(SECRET_ARGUMENT).join(
+        failed = post(base, {"model": "tooly", "input": json.dumps(SECRET_ARGUMENT).join(
             ('/call calc__fail {"message": ', "}"))})
         assert mcp_call(failed)["status"] == "failed"
-        timed_out = respond(base, {"model": "tooly", "input": '/call calc__hang {"seconds": 30}'})
+        timed_out = post(base, {"model": "tooly", "input": '/call calc__hang {"seconds": 30}'})
         assert "timed out" in mcp_call(timed_out)["error"]["content"][0]["text"]
-        brought = respond(base, {"model": "main", "input": '/call remote__echo {"text": "hi"}', "tools": [
+        brought = post(base, {"model": "main", "input": '/call remote__echo {"text": "hi"}', "tools": [
             {"type": "mcp", "server_label": "remote", "server_url": mcp_http_url, "require_approval": "never"}]})
         assert mcp_call(brought)["output"] == "hi"
         after = scrape(base)
@@ -156,8 +131,8 @@ def test_tool_arguments_and_results_only_with_record_content(
         tmp_path: Path, exporter: InMemorySpanExporter) -> None:
     app = build_app(config(tmp_path, record_content=True), tmp_path / "plugins.toml")
     with serve_in_thread(app) as base:
-        respond(base, {"model": "tooly", "input": '/call calc__add {"a": 2, "b": 40}'})
-        respond(base, {"model": "tooly", "input": '/call calc__fail {"message": "disk on fire"}'})
+        post(base, {"model": "tooly", "input": '/call calc__add {"a": 2, "b": 40}'})
+        post(base, {"model": "tooly", "input": '/call calc__fail {"message": "disk on fire"}'})
         spans = spans_of(app, exporter, 2)
     tools = {s.attributes["gen_ai.tool.name"]: s for s in spans if s.name.startswith("execute_tool")}
     assert json.loads(tools["add"].attributes["gen_ai.tool.call.arguments"]) == {"a": 2, "b": 40}
