@@ -137,3 +137,22 @@ def test_a_json_answer_keeps_its_content_length(base):
     headers = dict(head.headers)
     assert int(headers[b"content-length"]) == len(body) and b"transfer-encoding" not in headers
     assert chunks == [] and json.loads(body)["status"] == "completed"
+
+
+def test_an_http_1_0_client_gets_the_stream_close_delimited(base):
+    """No chunked encoding for HTTP/1.0: the body goes through h11's own writer, whole."""
+    host, port = base.rsplit("/", 1)[1].rsplit(":", 1)
+    payload = json.dumps({"model": "agent:main", "input": WORDS, "stream": True}).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.0\r\nHost: gateway\r\nAuthorization: Bearer " + TEST_TOKEN.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(payload)).encode()
+                     + b"\r\n\r\n" + payload)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+    assert body.endswith(b"data: [DONE]\n\n")
+    blocks = body.split(b"\n\n")[:-2]
+    events = [json.loads(block.split(b"\ndata: ", 1)[1]) for block in blocks]
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == WORDS
