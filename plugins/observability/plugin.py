@@ -16,6 +16,7 @@ from plugins.observability.observer import ObservabilityObserver
 from plugins.observability.quotas import Quotas, period_bounds
 from plugins.observability.routes import blueprint
 from plugins.observability.settings import ObservabilitySettings
+from plugins.observability.shared_quotas import QuotaSync, SharedQuotas
 from plugins.observability.usage import SqlUsageStore
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def register_settings() -> type[ObservabilitySettings]:
 
 @hookimpl
 def register_migrations() -> list[Schema]:
-    """The usage ledger's table (``usage_runs``)."""
+    """The usage ledger (``usage_runs``) and the shared limits' tables (``quota_keys``, ``quota_slots``)."""
     return [SCHEMA]
 
 
@@ -45,13 +46,18 @@ def register_routes(kernel: Kernel, settings: ObservabilitySettings | None) -> l
         from plugins.observability.tracing import Tracing  # OpenTelemetry is imported only when used
 
         tracing = Tracing(settings, kernel.store.dialect)
+    keys = kernel.settings.kernel.auth.keys
+    # Several processes may share a PostgreSQL store: limits are counted there (shared_quotas).
+    quotas = SharedQuotas(keys, kernel.store, kernel.leases) if kernel.store.shared else Quotas(keys)
     observer = ObservabilityObserver(
         metrics=Metrics(lambda: kernel.providers),
-        quotas=Quotas(kernel.settings.kernel.auth.keys),
+        quotas=quotas,
         usage=SqlUsageStore(kernel.store, settings.usage_flush_seconds),
         tracing=tracing,
     )
     kernel.observers.add(observer)
+    if quotas.shared and quotas.keys:
+        kernel.observers.add(QuotaSync(lambda: observer.quotas))
     return [blueprint(kernel, settings, observer)]
 
 
@@ -62,22 +68,28 @@ def observer_of(kernel: Kernel) -> ObservabilityObserver:
 
 @hookimpl
 async def startup(kernel: Kernel) -> None:
-    """Open the usage table; budgets start from the tokens already used this period."""
+    """Open the usage table; budgets start from the tokens already used this period (in memory),
+    or from the shared store's counters (made from the usage table when a period starts)."""
     observer = observer_of(kernel)
     await observer.usage.open()
     quotas = observer.quotas
-    for principal, period in quotas.budgeted().items():
-        _, start, _ = period_bounds(period, quotas.clock())
-        quotas.load_budget(principal, await observer.usage.tokens_since(principal, start))
+    if isinstance(quotas, SharedQuotas):
+        await quotas.start(observer.usage.tokens_since)
+    else:
+        for principal, period in quotas.budgeted().items():
+            _, start, _ = period_bounds(period, quotas.clock())
+            quotas.load_budget(principal, await observer.usage.tokens_since(principal, start))
     log.info("observability: /metrics (%s), /-/usage; traces %s", "public" if _settings(kernel).metrics_public
              else "admin only", f"to {_settings(kernel).otlp_endpoint}" if observer.tracing else "off")
 
 
 @hookimpl
 async def shutdown(kernel: Kernel) -> None:
-    """Write the last usage rows and export the last spans."""
+    """Give back this process's concurrency slots, write the last usage rows and export the last spans."""
     observer = observer_of(kernel)
     try:
+        if isinstance(observer.quotas, SharedQuotas):
+            await observer.quotas.stop()
         await observer.usage.close()
     finally:
         if observer.tracing is not None:
