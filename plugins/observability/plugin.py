@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import click
@@ -12,6 +13,7 @@ from kernel import hookimpl
 from kernel.store import Schema
 from plugins.observability.ledger import SCHEMA
 from plugins.observability.metrics import Metrics
+from plugins.observability.multiproc import MultiprocessExport, multiprocess_dir
 from plugins.observability.observer import ObservabilityObserver
 from plugins.observability.quotas import Quotas, period_bounds
 from plugins.observability.routes import blueprint
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from kernel.runtime import Kernel
 
 log = logging.getLogger("plugins.observability")
+# Each kernel's metrics export to the workers' shared folder (only with --workers N).
+_EXPORTS: weakref.WeakKeyDictionary[Kernel, MultiprocessExport] = weakref.WeakKeyDictionary()
 
 
 @hookimpl
@@ -58,7 +62,12 @@ def register_routes(kernel: Kernel, settings: ObservabilitySettings | None) -> l
     kernel.observers.add(observer)
     if quotas.shared and quotas.keys:
         kernel.observers.add(QuotaSync(lambda: observer.quotas))
-    return [blueprint(kernel, settings, observer)]
+    export = None
+    path = multiprocess_dir()  # set by kernel serve --workers N
+    if path is not None:
+        export = _EXPORTS[kernel] = MultiprocessExport(observer.metrics, path)
+        export.before_flush = observer.drain
+    return [blueprint(kernel, settings, observer, export)]
 
 
 def observer_of(kernel: Kernel) -> ObservabilityObserver:
@@ -79,8 +88,14 @@ async def startup(kernel: Kernel) -> None:
         for principal, period in quotas.budgeted().items():
             _, start, _ = period_bounds(period, quotas.clock())
             quotas.load_budget(principal, await observer.usage.tokens_since(principal, start))
-    log.info("observability: /metrics (%s), /-/usage; traces %s", "public" if _settings(kernel).metrics_public
-             else "admin only", f"to {_settings(kernel).otlp_endpoint}" if observer.tracing else "off")
+    export = _EXPORTS.get(kernel)
+    if export is not None:
+        export.start()
+    settings = _settings(kernel)
+    log.info("observability: /metrics (%s%s), /-/usage; traces %s",
+             "public" if settings.metrics_public else "admin only",
+             ", summed over the workers" if export is not None else "",
+             f"to {settings.otlp_endpoint}" if observer.tracing else "off")
 
 
 @hookimpl
@@ -90,6 +105,9 @@ async def shutdown(kernel: Kernel) -> None:
     try:
         if isinstance(observer.quotas, SharedQuotas):
             await observer.quotas.stop()
+        export = _EXPORTS.pop(kernel, None)
+        if export is not None:
+            await export.stop()  # the last values, for the workers still serving scrapes
         await observer.usage.close()
     finally:
         if observer.tracing is not None:
