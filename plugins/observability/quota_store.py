@@ -44,6 +44,11 @@ SLOTS_TABLE = """CREATE TABLE IF NOT EXISTS quota_slots (
     claimed_at DOUBLE PRECISION NOT NULL
 )"""
 TABLES = (KEYS_TABLE, SLOTS_TABLE, "CREATE INDEX IF NOT EXISTS quota_slots_by_instance ON quota_slots (instance_id)")
+# The answer of every statement on the request path. Selecting set_config(..., true) makes
+# this statement's own (implicit) transaction commit without waiting for the WAL flush:
+# that wait was about 160 of the 280 us of a write here, and a database crash losing
+# the last fraction of a second of quota counts is harmless (nothing else is written).
+ANSWER = " SELECT upd.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM upd"
 
 
 class Params:
@@ -120,7 +125,7 @@ async def count_request(store: Store, principal: str, now: float, requests_per_m
         sql += (", ins AS (INSERT INTO quota_slots (slot_id, principal, instance_id, claimed_at) "
                 f"SELECT {p('slot', slot, 'text')}, {key}, {p('instance', instance_id, 'text')}, {at} "
                 "FROM upd WHERE upd.claimed)")
-    return await store.fetchone(sql + " SELECT * FROM upd", p.values)
+    return await store.fetchone(sql + ANSWER, p.values)
 
 
 async def charge(store: Store, principal: str, now: float, *, requests: int | None = None,
@@ -150,7 +155,7 @@ async def charge(store: Store, principal: str, now: float, *, requests: int | No
         sql += (", ins AS (INSERT INTO quota_slots (slot_id, principal, instance_id, claimed_at) "
                 f"SELECT {p('slot', slot[0], 'text')}, {key}, {p('instance', slot[1], 'text')}, "
                 f"{p('now', now, 'float8')} FROM upd)")
-    return await store.fetchone(sql + " SELECT * FROM upd", p.values)
+    return await store.fetchone(sql + ANSWER, p.values)
 
 
 async def settle(store: Store, principal: str, now: float, *, slot: str | None = None,
@@ -172,7 +177,7 @@ async def settle(store: Store, principal: str, now: float, *, slot: str | None =
         sets.append(f"budget_used = CASE WHEN budget_period = {period} THEN GREATEST(0, budget_used + {amount}) "
                     "ELSE budget_used END")
     sql = (sql or "WITH ") + f"upd AS (UPDATE quota_keys SET {', '.join(sets)} WHERE principal = {key} RETURNING *)"
-    return await store.fetchone(sql + " SELECT * FROM upd", p.values)
+    return await store.fetchone(sql + ANSWER, p.values)
 
 
 async def free_slots(store: Store, where: str, params: tuple[Any, ...]) -> int:

@@ -158,7 +158,11 @@ class SharedQuotas(Quotas):
         limits = state.limits
         claim = limits.max_concurrent_runs if info.method == "POST" else None
         pending = self._writes.get(principal)
-        if pending:  # this process's earlier writes first: it never reads behind itself
+        if pending and (state.tokens is not None or limits.budget_tokens is not None
+                        or (claim is not None and state.active + len(pending) >= claim)):
+            # This process's earlier writes land first, so it never decides behind itself: a
+            # bucket or budget it reads, or a slot it freed when the key is at its cap. (Far
+            # from the cap, a release still on its way cannot change the claim: no wait.)
             await asyncio.wait(list(pending))
         now = self.clock()
         slot = uuid.uuid4().hex
