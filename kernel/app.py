@@ -169,7 +169,10 @@ def _install_request_hooks(app: Quart, kernel: Kernel) -> None:
             g.principal = authenticated_principal(kernel, headers, req.method)
         if info is not None:
             info.principal = g.principal
-            kernel.observers.request_started(info)  # may refuse with an ApiError (a quota)
+            observers = kernel.observers
+            if observers.prepares:  # e.g. a quota counted in a shared store: one round trip
+                await observers.prepare_request(info)
+            observers.request_started(info)  # may refuse with an ApiError (a quota)
 
     @app.before_websocket
     async def authenticate_websocket() -> None:

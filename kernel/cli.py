@@ -122,7 +122,7 @@ def _serve_workers(config_path: Path, settings: Settings, host: str | None, port
         sockets = bind_sockets(config, port)
     except PortInUseError as exc:
         raise click.ClickException(str(exc)) from None
-    code = serve_workers(config_path, host, port, sockets, workers, log_level)
+    code = serve_workers(config_path, host, port, sockets, workers, log_level, settings.state_dir)
     if code:
         raise click.ClickException("a worker process stopped unexpectedly (see its log above)")
 

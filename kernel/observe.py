@@ -6,8 +6,10 @@ server-side tool calls of the agent loop, store writes). A plugin adds one with
 ``kernel.observers.add(obs)`` (typically in ``register_routes``); with none added the
 kernel skips every call site, so the seam costs nothing when unused. Observer methods
 must be quick and must not block: they run on the event loop, inside the request or
-the run. Only :meth:`Observer.request_started` and :meth:`Observer.admit_run` may raise
-(an :class:`kernel.errors.ApiError`, e.g. a 429 for a quota); an exception from any
+the run. The one coroutine, :meth:`Observer.prepare_request`, is awaited before
+``request_started`` for the I/O a later synchronous call needs (a quota counted in a
+shared store); it, :meth:`Observer.request_started` and :meth:`Observer.admit_run` may
+raise (an :class:`kernel.errors.ApiError`, e.g. a 429 for a quota); an exception from any
 other method is logged and ignored, so an observer can never break a request or a run.
 """
 
@@ -59,6 +61,16 @@ class Observer:
     #: Overridden methods this instance does not need after all (decided when it is built,
     #: e.g. no key has limits): the kernel skips them, as it skips the ones not overridden.
     unused_hooks: frozenset[str] = frozenset()
+
+    async def prepare_request(self, info: RequestInfo) -> None:
+        """Awaited once the request is authenticated and routed, before :meth:`request_started`
+        (HTTP only, in the request's own context: a context variable set here is seen by the
+        view and by :meth:`admit_run`). For I/O the synchronous calls cannot do, such as
+        counting a request in a store shared by several processes; keep it to one round trip.
+        Override it only when needed: with no observer overriding it the kernel awaits nothing.
+
+        May raise :class:`kernel.errors.ApiError` to refuse the request.
+        """
 
     def request_started(self, info: RequestInfo) -> None:
         """The request was authenticated and routed (``info.route`` / ``principal`` set).
@@ -129,6 +141,8 @@ class Observers:
         #: True once an observer is added. Call sites test this attribute rather than the
         #: object's truth (``__bool__`` is a Python call; they run several times a request).
         self.active = False
+        #: True when an observer overrides :meth:`Observer.prepare_request` (and needs it).
+        self.prepares = False
 
     def __bool__(self) -> bool:
         return self.active
@@ -145,8 +159,13 @@ class Observers:
                            if getattr(type(o), n, None) is not getattr(Observer, n)
                            and n not in getattr(o, "unused_hooks", ())]
                        for n in names}
+        self.prepares = bool(self._bound["prepare_request"])
 
     # Calls that may refuse: exceptions propagate.
+
+    async def prepare_request(self, info: RequestInfo) -> None:
+        for method in self._bound["prepare_request"]:
+            await method(info)  # awaited in turn, not gathered: context variables set there stay set
 
     def request_started(self, info: RequestInfo) -> None:
         for method in self._bound["request_started"]:

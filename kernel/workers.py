@@ -9,6 +9,14 @@ so more than one worker needs ``[kernel.store] url = "postgresql://..."``.
 SIGINT/SIGTERM to the parent is passed on to every worker, which drains as a single
 server does. A worker that exits on its own (a crash, or a failed start) stops the
 others: a supervisor (systemd, a container runtime) restarts the whole server.
+
+Metrics: a scraper reaches one worker at random, so the workers write their figures to a
+folder they share and any of them answers for all (prometheus_client's multiprocess
+mode). prometheus_client reads ``PROMETHEUS_MULTIPROC_DIR`` once, when first imported,
+so only this parent can set it (before the workers start); it also empties the folder
+of a previous run and marks each exited worker dead (prometheus_client's
+``mark_process_dead``: its gauges stop counting), which is the process manager's part of
+that protocol. The observability plugin does the rest in each worker.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import ctypes
 import ctypes.util
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from multiprocessing.process import BaseProcess
@@ -32,6 +41,7 @@ from kernel.store import is_postgres_url
 log = logging.getLogger("kernel")
 
 PR_SET_PDEATHSIG = 1
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def check_workers(settings: Settings, workers: int) -> None:
@@ -68,8 +78,37 @@ def _worker(config_path: str, host: str, port: int, sockets: Sockets, log_level:
         pass
 
 
-def serve_workers(config_path: Path, host: str, port: int, sockets: Sockets, workers: int, log_level: str) -> int:
+def prepare_metrics_dir(state_dir: Path, port: int) -> Path:
+    """The workers' shared metrics folder, emptied, named in ``PROMETHEUS_MULTIPROC_DIR``:
+    the operator's own if the variable is set (e.g. on a tmpfs), else
+    ``<state_dir>/metrics/port-<port>`` (one per server: two servers never share a port)."""
+    given = os.environ.get(METRICS_DIR_ENV)
+    path = Path(given) if given else state_dir / "metrics" / f"port-{port}"
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # a previous run's: its totals must not add to this one's
+        stale.unlink()
+    os.environ[METRICS_DIR_ENV] = str(path)  # inherited by the workers spawned after this
+    return path
+
+
+def _mark_dead(pid: int | None, metrics_dir: Path) -> None:
+    """Tell prometheus_client's multiprocess files that worker ``pid`` is gone."""
+    if pid is None:
+        return
+    try:
+        from prometheus_client.multiprocess import mark_process_dead
+    except ImportError:  # no metrics without it: nothing to mark
+        return
+    try:
+        mark_process_dead(pid, str(metrics_dir))
+    except OSError:
+        log.exception("could not mark worker %d dead in %s", pid, metrics_dir)
+
+
+def serve_workers(config_path: Path, host: str, port: int, sockets: Sockets, workers: int, log_level: str,
+                  state_dir: Path) -> int:
     """Run ``workers`` worker processes on the bound ``sockets`` until a signal; the exit code."""
+    metrics_dir = prepare_metrics_dir(state_dir, port)
     context = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     for index in range(workers):
@@ -90,8 +129,12 @@ def serve_workers(config_path: Path, host: str, port: int, sockets: Sockets, wor
     signal.signal(signal.SIGTERM, on_signal)
     log.info("serving on %s:%d with %d worker processes", host, port, workers)
     code = 0
+    marked: set[int] = set()
     while any(proc.is_alive() for proc in procs):
         for proc in procs:
+            if not proc.is_alive() and proc.pid not in marked:
+                _mark_dead(proc.pid, metrics_dir)
+                marked.add(proc.pid or 0)
             if not proc.is_alive() and proc.exitcode not in (None, 0) and not stopping:
                 log.error("worker %s exited with %s; stopping the others", proc.name, proc.exitcode)
                 code = 1
@@ -99,4 +142,6 @@ def serve_workers(config_path: Path, host: str, port: int, sockets: Sockets, wor
         time.sleep(0.2)
     for proc in procs:
         proc.join()
+        if proc.pid not in marked:
+            _mark_dead(proc.pid, metrics_dir)
     return code

@@ -13,6 +13,7 @@ import time
 from typing import Any, Literal
 
 from kernel.store import Migration, Schema, Store, Transaction
+from plugins.observability import quota_store
 
 GroupBy = Literal["principal", "day", "agent", "model"]
 
@@ -75,6 +76,7 @@ async def _create_ledger(tx: Transaction) -> None:
 
 SCHEMA = Schema("observability", (
     Migration(1, "usage ledger (usage_runs)", (_create_ledger,)),
+    Migration(2, "per-key limits shared by processes (quota_keys, quota_slots)", quota_store.TABLES),
 ))
 
 

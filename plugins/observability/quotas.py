@@ -5,8 +5,10 @@ Rates are token buckets that refill continuously (a key with 60 requests per min
 gets one back every second, up to 60), so a burst is allowed up to the limit and the
 ``x-ratelimit-reset-*`` headers say when the bucket is full again, as OpenAI's do.
 Token limits are charged an estimate when a run starts and settled with the run's
-actual usage when it ends. All state is in this process (one process today; see
-docs/observability.md). The clock is injected so tests cross period boundaries
+actual usage when it ends. :class:`Quotas` keeps the state in this process (the SQLite
+store: one process); :class:`plugins.observability.shared_quotas.SharedQuotas` counts in a
+PostgreSQL store shared by several processes, with the same answers (the refusals below
+are built once for both). The clock is injected so tests cross period boundaries
 without sleeping.
 """
 
@@ -91,6 +93,58 @@ class KeyState:
     budget_used: int = 0
 
 
+def requests_refused(principal: str, bucket: Bucket, now: float) -> ApiError:
+    """429 for ``requests_per_minute``."""
+    wait = bucket.wait_for(1, now)
+    return ApiError(
+        429, f"rate limit reached for key {principal!r}: requests_per_minute = {bucket.capacity}; "
+        f"try again in {duration_text(wait)}",
+        type="requests", code="rate_limit_exceeded", headers=retry_headers(wait))
+
+
+def concurrency_refused(principal: str, limit: int) -> ApiError:
+    """429 for ``max_concurrent_runs``."""
+    return ApiError(
+        429, f"rate limit reached for key {principal!r}: max_concurrent_runs = "
+        f"{limit} runs are in progress; try again when one has finished",
+        type="requests", code="rate_limit_exceeded", headers=retry_headers(1))
+
+
+def check_tokens(principal: str, bucket: Bucket, estimate: int, now: float) -> None:
+    """Raise the 429 for ``tokens_per_minute`` when ``estimate`` does not fit (the bucket is not charged)."""
+    if estimate > bucket.capacity:
+        raise ApiError(
+            429, f"request too large for key {principal!r}: tokens_per_minute = {bucket.capacity}, "
+            f"this request needs about {estimate} tokens; send less input or a smaller "
+            "max_output_tokens", type="tokens", code="rate_limit_exceeded",
+            headers=retry_headers(bucket.reset_in(now)))
+    needed = max(estimate, 1)
+    if bucket.available(now) < needed:
+        wait = bucket.wait_for(needed, now)
+        raise ApiError(
+            429, f"rate limit reached for key {principal!r}: tokens_per_minute = {bucket.capacity}, "
+            f"requested about {estimate}, remaining {max(0, math.floor(bucket.available(now)))}; "
+            f"try again in {duration_text(wait)}",
+            type="tokens", code="rate_limit_exceeded", headers=retry_headers(wait))
+
+
+def check_budget(principal: str, state: KeyState, estimate: int, now: float) -> str:
+    """Start a new period when ``now`` left the last one; raise the 429 for ``budget_tokens``
+    when ``estimate`` does not fit. Returns the period's id (nothing is charged)."""
+    limits = state.limits
+    assert limits.budget_tokens is not None
+    period, _, end = period_bounds(limits.budget_period, now)
+    if state.budget_period != period:
+        state.budget_period, state.budget_used = period, 0
+    if state.budget_used + estimate > limits.budget_tokens or state.budget_used >= limits.budget_tokens:
+        raise ApiError(
+            429, f"key {principal!r} exceeded its token budget: budget_tokens = {limits.budget_tokens} "
+            f"per {limits.budget_period}, used {state.budget_used}, this request needs about {estimate}; "
+            f"the budget resets at {datetime.fromtimestamp(end, UTC).isoformat()}",
+            type="insufficient_quota", code="insufficient_quota", headers=retry_headers(end - now))
+    return period
+
+
 @dataclass(frozen=True)
 class Reservation:
     """What an admitted run was charged, to be settled when it ends."""
@@ -98,10 +152,14 @@ class Reservation:
     principal: str
     estimate: int
     period: str
+    slot: str | None = None  # the concurrency slot's row in a shared store
 
 
 class Quotas:
     """Counts and refuses, per key; every method is synchronous and O(1)."""
+
+    #: Counts in a store shared by several processes (see SharedQuotas); here: in this process.
+    shared = False
 
     def __init__(self, keys: dict[str, ApiKey], clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -118,6 +176,10 @@ class Quotas:
     def __bool__(self) -> bool:
         return bool(self.keys)
 
+    def with_clock(self, clock: Callable[[], float]) -> Quotas:
+        """The same limits, fresh, on another clock (tests inject one before serving)."""
+        return Quotas({name: state.limits for name, state in self.keys.items()}, clock)
+
     def budgeted(self) -> dict[str, str]:
         """Keys with a token budget and their period ("day" / "month")."""
         return {name: s.limits.budget_period for name, s in self.keys.items() if s.limits.budget_tokens}
@@ -133,15 +195,12 @@ class Quotas:
     def check_request(self, principal: str | None) -> None:
         """Count one request against ``requests_per_minute``; 429 when none is left."""
         state = self.keys.get(principal) if principal else None
-        if state is None or state.requests is None:
+        if state is None or state.requests is None or principal is None:
             return
         now = self.clock()
         bucket = state.requests
         if bucket.available(now) < 1:
-            raise ApiError(
-                429, f"rate limit reached for key {principal!r}: requests_per_minute = {bucket.capacity}; "
-                f"try again in {duration_text(bucket.wait_for(1, now))}",
-                type="requests", code="rate_limit_exceeded", headers=retry_headers(bucket.wait_for(1, now)))
+            raise requests_refused(principal, bucket, now)
         bucket.take(1, now)
 
     # ------------------------------------------------------------------ runs
@@ -154,42 +213,25 @@ class Quotas:
         now = self.clock()
         limits = state.limits
         if limits.max_concurrent_runs is not None and state.active >= limits.max_concurrent_runs:
-            raise ApiError(
-                429, f"rate limit reached for key {principal!r}: max_concurrent_runs = "
-                f"{limits.max_concurrent_runs} runs are in progress; try again when one has finished",
-                type="requests", code="rate_limit_exceeded", headers=retry_headers(1))
+            raise concurrency_refused(principal, limits.max_concurrent_runs)
+        period = self.check_charge(principal, state, estimate, now)
+        state.active += 1
+        return Reservation(principal, estimate, period)
+
+    @staticmethod
+    def check_charge(principal: str, state: KeyState, estimate: int, now: float) -> str:
+        """Check ``tokens_per_minute`` and the budget for ``estimate`` (429 when it does not
+        fit), then charge both; returns the budget period's id ("" without a budget)."""
         bucket = state.tokens
         if bucket is not None:
-            if estimate > bucket.capacity:
-                raise ApiError(
-                    429, f"request too large for key {principal!r}: tokens_per_minute = {bucket.capacity}, "
-                    f"this request needs about {estimate} tokens; send less input or a smaller "
-                    "max_output_tokens", type="tokens", code="rate_limit_exceeded",
-                    headers=retry_headers(bucket.reset_in(now)))
-            needed = max(estimate, 1)
-            if bucket.available(now) < needed:
-                wait = bucket.wait_for(needed, now)
-                raise ApiError(
-                    429, f"rate limit reached for key {principal!r}: tokens_per_minute = {bucket.capacity}, "
-                    f"requested about {estimate}, remaining {max(0, math.floor(bucket.available(now)))}; "
-                    f"try again in {duration_text(wait)}",
-                    type="tokens", code="rate_limit_exceeded", headers=retry_headers(wait))
+            check_tokens(principal, bucket, estimate, now)
         period = ""
-        if limits.budget_tokens is not None:
-            period, _, end = period_bounds(limits.budget_period, now)
-            if state.budget_period != period:
-                state.budget_period, state.budget_used = period, 0
-            if state.budget_used + estimate > limits.budget_tokens or state.budget_used >= limits.budget_tokens:
-                raise ApiError(
-                    429, f"key {principal!r} exceeded its token budget: budget_tokens = {limits.budget_tokens} "
-                    f"per {limits.budget_period}, used {state.budget_used}, this request needs about {estimate}; "
-                    f"the budget resets at {datetime.fromtimestamp(end, UTC).isoformat()}",
-                    type="insufficient_quota", code="insufficient_quota", headers=retry_headers(end - now))
+        if state.limits.budget_tokens is not None:
+            period = check_budget(principal, state, estimate, now)
             state.budget_used += estimate
         if bucket is not None:
             bucket.take(estimate, now)
-        state.active += 1
-        return Reservation(principal, estimate, period)
+        return period
 
     def settle(self, reservation: Reservation, actual: int) -> None:
         """A run ended having used ``actual`` tokens: correct the estimate, free its slot."""
@@ -197,9 +239,13 @@ class Quotas:
         if state is None:
             return
         state.active = max(0, state.active - 1)
-        difference = actual - reservation.estimate
+        self.settle_charge(state, reservation, actual - reservation.estimate, self.clock())
+
+    @staticmethod
+    def settle_charge(state: KeyState, reservation: Reservation, difference: int, now: float) -> None:
+        """Correct the tokens bucket and the budget by ``difference`` (actual - estimate)."""
         if state.tokens is not None:
-            state.tokens.take(difference, self.clock())
+            state.tokens.take(difference, now)
         if reservation.period and state.budget_period == reservation.period:
             state.budget_used = max(0, state.budget_used + difference)
 

@@ -14,13 +14,16 @@ from plugins.observability.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
     from kernel.runtime import Kernel
+    from plugins.observability.multiproc import MultiprocessExport
     from plugins.observability.observer import ObservabilityObserver
 
 MAX_PRINCIPAL_LENGTH = 200
 
 
-def blueprint(kernel: Kernel, settings: ObservabilitySettings, observer: ObservabilityObserver) -> Blueprint:
-    """The plugin's two routes; ``/metrics`` is public only with ``metrics_public = true``."""
+def blueprint(kernel: Kernel, settings: ObservabilitySettings, observer: ObservabilityObserver,
+              export: MultiprocessExport | None = None) -> Blueprint:
+    """The plugin's two routes; ``/metrics`` is public only with ``metrics_public = true``.
+    With ``export`` (several worker processes) ``/metrics`` sums every worker's files."""
     bp = Blueprint("observability", __name__)
 
     def require_admin() -> None:
@@ -32,7 +35,8 @@ def blueprint(kernel: Kernel, settings: ObservabilitySettings, observer: Observa
         if not settings.metrics_public:
             require_admin()
         observer.drain()  # the finished runs not applied yet
-        return Response(generate_latest(observer.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        text = export.render() if export is not None else generate_latest(observer.metrics.registry)
+        return Response(text, content_type=CONTENT_TYPE_LATEST)
 
     bp.add_url_rule("/metrics", "metrics", public(metrics) if settings.metrics_public else metrics,
                     methods=["GET"])

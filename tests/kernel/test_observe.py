@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import pytest
 from quart import Quart
 
 from kernel import ApiError, Observer, RequestInfo, hookimpl
-from kernel.observe import ObserveMiddleware
+from kernel.observe import ObserveMiddleware, Observers
 from kernel.testing import AUTH_HEADERS
 
 MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark", default="")
@@ -115,6 +116,46 @@ def test_an_observer_may_refuse_a_run(make_app: Callable[..., Quart], live_serve
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert ("run_rejected", 429, "rate_limit_exceeded") in recorder.calls
     assert not any(c[0] == "run_started" for c in recorder.calls)
+
+
+class Preparer(Observer):
+    """Awaits before request_started; what it sets in the context is seen by the request's later calls."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    async def prepare_request(self, info: RequestInfo) -> None:
+        await asyncio.sleep(0)  # real I/O would be here (a store round trip)
+        if info.headers.get("x-refuse"):
+            raise ApiError(429, "counted and refused", code="rate_limit_exceeded", headers={"Retry-After": "3"})
+        MARK.set(f"prepared {info.route}")
+
+    def request_started(self, info: RequestInfo) -> None:
+        self.seen.append(("request_started", MARK.get()))
+
+    def admit_run(self, turn: Any, agent: Any, principal: str | None) -> None:
+        self.seen.append(("admit_run", MARK.get()))
+
+
+def test_prepare_request_is_awaited_first_in_the_requests_context(make_app: Callable[..., Quart],
+                                                                  live_server: Any) -> None:
+    preparer, recorder = Preparer(), Recorder()
+    app = observed_app(make_app, recorder, preparer)
+    assert app.extensions["kernel"].observers.prepares
+    with live_server(app) as base:
+        assert post_chat(base).status_code == 200
+        refused = post_chat(base, **{"x-refuse": "1"})
+    seen = [c for c in preparer.seen if c[1] != "prepared /-/health"]  # live_server's probes
+    assert seen == [("request_started", "prepared /v1/chat/completions"),
+                    ("admit_run", "prepared /v1/chat/completions")]
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "3"
+    assert refused.json()["error"]["message"] == "counted and refused"
+    # Refused before request_started: no observer saw the request start, every one saw it end.
+    assert ("request_finished", "/v1/chat/completions", 429, True) in recorder.calls
+    # Without an observer that overrides it, the kernel awaits nothing.
+    observers = Observers()
+    observers.add(Recorder())
+    assert not observers.prepares
 
 
 def test_a_failing_observer_breaks_nothing(make_app: Callable[..., Quart], live_server: Any,

@@ -127,3 +127,31 @@ def test_estimate_counts_text_and_max_output() -> None:
     turn = Turn(agent="main", input=[Message(role="user", parts=[TextPart("x" * 41)])], system="y" * 3,
                 limits=Limits(max_output_tokens=7))
     assert estimate_tokens(turn) == 11 + 7  # ceil(44 / 4) + 7
+
+
+class NoStore:
+    """A store that must never be asked (every attribute access fails the test)."""
+
+    shared = True
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the store was touched: {name}")
+
+
+def test_keys_without_limits_never_touch_a_shared_store() -> None:
+    import asyncio
+
+    from kernel import RequestInfo
+    from plugins.observability.shared_quotas import TICKET, SharedQuotas
+
+    quotas = SharedQuotas({"free": key(), "k": key(requests_per_minute=1)}, NoStore(), NoStore())  # type: ignore[arg-type]
+
+    async def requests() -> None:
+        for principal in ("free", None):
+            info = RequestInfo(method="POST", path="/v1/chat/completions", started=0.0, principal=principal)
+            await quotas.prepare(info)
+            assert TICKET.get() is None and not info.state
+            quotas.check_request(principal)
+            assert quotas.admit(principal, 10) is None and quotas.headers(principal) == {}
+
+    asyncio.run(requests())

@@ -16,7 +16,6 @@ import pytest
 from quart import Quart
 
 from plugins.observability.plugin import observer_of
-from plugins.observability.quotas import Quotas
 
 from .support import FakeClock, scrape, value, wait_until
 
@@ -34,7 +33,8 @@ def limited_app(make_app: Callable[..., Quart], clock: FakeClock, **limits: Any)
         "agents": {"slow": {"provider": "slow"}},
     })
     kernel = app.extensions["kernel"]
-    observer_of(kernel).quotas = Quotas(kernel.settings.kernel.auth.keys, clock)
+    observer = observer_of(kernel)
+    observer.quotas = observer.quotas.with_clock(clock)  # counted in memory, or in a shared (PostgreSQL) store
     return app
 
 

@@ -31,7 +31,7 @@ def row(principal: str, at: float, tokens_in: int, tokens_out: int, agent: str =
 
 async def fill(store: Store) -> None:
     """Five runs of two keys over two UTC days, written by the batching store."""
-    assert await migrate(store, [SCHEMA]) == [("observability", 1)]
+    assert await migrate(store, [SCHEMA]) == [("observability", 1), ("observability", 2)]
     usage = SqlUsageStore(store, flush_seconds=3600)
     await usage.open()
     usage.record(row("alice", DAY1 + 10, 100, 20))
@@ -50,7 +50,7 @@ def test_ledger_sums_on_both_backends(make_store: Callable[[], Store]) -> None:
             await fill(store)
             # The migration is recorded; a second start applies nothing.
             [st] = await status(store, [SCHEMA])
-            assert st.applied == [1] and not st.pending
+            assert st.applied == [1, 2] and not st.pending
             assert await migrate(store, [SCHEMA]) == []
             # Two runs of bob on one day and key are one row (batched), two runs counted.
             raw = await store.fetchall("SELECT day, runs, input_tokens FROM usage_runs WHERE principal = ?", ("bob",))
@@ -96,7 +96,7 @@ def test_a_ledger_made_before_migrations_is_kept(make_store: Callable[[], Store]
             async with store.transaction() as tx:
                 await tx.execute("INSERT INTO usage_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  (DAY1 + 3600, 4, "carol", "main", "echo", "m1", "completed", 40, 8))
-            assert await migrate(store, [SCHEMA]) == [("observability", 1)]
+            assert await migrate(store, [SCHEMA]) == [("observability", 1), ("observability", 2)]
             usage = SqlUsageStore(store)
             [kept] = await usage.summary(principal=None, since=None, until=None, group_by="day")
             assert kept == {"principal": "carol", "day": "2026-12-09", "runs": 4, "input_tokens": 40,
