@@ -6,8 +6,10 @@
 While a response runs, its :class:`ResponseBuilder` is the truth: reads, resumed
 streams and cancels use it directly, so nothing waits on the database. A
 :class:`LiveResponse` writes the builder's events to the store in batches (one
-writer task, so writes keep their order), then the final resource, and only then
-leaves the registry: whoever misses it there finds everything in the store.
+writer task, so writes keep their order; the batches of all live responses share
+transactions through an :class:`~plugins.openresponses.batching.EventWriter`), then the
+final resource, and only then leaves the registry: whoever misses it there finds
+everything in the store.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from plugins.openresponses.batching import EventWriter
 from plugins.openresponses.builder import Event, ResponseBuilder
 from plugins.openresponses.storage import ResponseStore, StoredEvent
 from plugins.openresponses.stream import EventFollower
@@ -26,16 +29,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plugins.openresponses")
 
-# Events are gathered this long before a write, so a fast stream costs a few
-# transactions rather than one per token. Reads of a live response never wait on it.
-FLUSH_DELAY_SECONDS = 0.05
-
 
 class LiveResponse:
     """One running stored response: its builder, run, owner, and the writer persisting it."""
 
     def __init__(self, builder: ResponseBuilder, run: Run, *, owner: str, background: bool,
-                 store: ResponseStore, max_bytes: int, recorded: Awaitable[int],
+                 store: ResponseStore, events: EventWriter, max_bytes: int, recorded: Awaitable[int],
                  on_settled: Callable[[LiveResponse], None]) -> None:
         self.builder = builder
         self.run = run
@@ -43,6 +42,7 @@ class LiveResponse:
         self.background = background
         self.settled = asyncio.Event()  # set once the final resource is in the store
         self._store = store
+        self._events = events  # shared by every live response: their events share transactions
         self._max_bytes = max_bytes
         # The record's insert, still committing when the stream starts on SQLite: its first
         # byte must not wait for the database. Readers of the id find this live entry (or wait
@@ -87,12 +87,12 @@ class LiveResponse:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                if not self.builder.done:
-                    await asyncio.sleep(FLUSH_DELAY_SECONDS)
                 batch, self._pending = self._pending, []
                 if batch and not self.discarded:
                     stored = [StoredEvent(e["sequence_number"], e) for e in batch]
-                    self._bytes += await self._store.append_events(self.id, stored)
+                    # Shared with every other live response's events (one transaction per
+                    # moment); events arriving meanwhile gather in _pending for the next.
+                    self._bytes += await self._events.append(self.id, stored, urgent=self.builder.done)
                     await self._check_size()
                 if self.builder.done and not self._pending:
                     break

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from kernel import ApiError, Item
 from kernel.auth import DEFAULT_PRINCIPAL
 from plugins.openresponses import remote
-from plugins.openresponses.batching import RecordWriter
+from plugins.openresponses.batching import EventWriter, RecordWriter
 from plugins.openresponses.item_views import chain_items, find_in_link, model_input, wire_input_items
 from plugins.openresponses.live import LiveRegistry, LiveResponse
 from plugins.openresponses.replay import salvage_output
@@ -71,6 +71,7 @@ class PersistentResponses(StoredResponses):
         self.leases = leases
         self._unsubscribe: Callable[[], None] | None = None
         self.writer = RecordWriter(store)
+        self.event_writer = EventWriter(store)
         self.unstored = UnstoredIds()
         self.live = LiveRegistry()
         self._sweeper: Sweeper | None = None
@@ -121,6 +122,7 @@ class PersistentResponses(StoredResponses):
             _, late = await asyncio.wait(pending, timeout=WRITE_WAIT_SECONDS)
             for waiter in late:
                 waiter.cancel()
+        await self.event_writer.close()
         await self.writer.close()
 
     async def sweep(self, now: float | None = None) -> int:
@@ -218,6 +220,7 @@ class PersistentResponses(StoredResponses):
         if shared:
             recorded = _done(await recorded)
         live = LiveResponse(builder, run, owner=owner, background=request.background, store=self.store,
+                            events=self.event_writer,
                             max_bytes=self.settings.max_stored_bytes, recorded=recorded,
                             on_settled=self.live.forget)
         self.live.add(live)

@@ -120,6 +120,9 @@ class ResponseStore(Protocol):
     async def append_events(self, response_id: str, events: list[StoredEvent]) -> int:
         """Add streamed events to the response's event log; returns the bytes stored."""
 
+    async def append_events_many(self, logs: list[tuple[str, list[StoredEvent]]]) -> list[int]:
+        """Add events to several responses' logs in one transaction; the bytes each took."""
+
     async def events_after(self, response_id: str, after: int) -> list[StoredEvent]:
         """Events with ``sequence_number > after``, in order."""
 

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import orjson
+
 from kernel.store import Migration, Schema, Store, Transaction, migrate
 from plugins.openresponses.storage.base import (
     ChainLink,
@@ -109,7 +111,13 @@ TOMBSTONE_STATUS = "not_stored"
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text. orjson writes it several times faster (every streamed event of a
+    stored response passes here); what it refuses (a lone surrogate, an integer beyond
+    64 bits, a non-string key) goes through :mod:`json` as before."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _item_ids(items: list[dict[str, Any]]) -> list[str]:
@@ -274,14 +282,18 @@ class SqlResponseStore:
         return len(resource_json) + len(output_json)
 
     async def append_events(self, response_id: str, events: list[StoredEvent]) -> int:
-        if not events:
-            return 0
-        rows = [(response_id, e.sequence_number, _dumps(e.data)) for e in events]
-        async with self.store.transaction() as db:
-            await db.executemany(
-                "INSERT INTO or_events (response_id, seq, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
-            await db.notify(CHANNEL, response_id)
-        return sum(len(row[2]) for row in rows)
+        return (await self.append_events_many([(response_id, events)]))[0]
+
+    async def append_events_many(self, logs: list[tuple[str, list[StoredEvent]]]) -> list[int]:
+        per_log = [[(response_id, e.sequence_number, _dumps(e.data)) for e in events] for response_id, events in logs]
+        rows = [row for log_rows in per_log for row in log_rows]
+        if rows:
+            async with self.store.transaction("events", len(rows)) as db:
+                await db.executemany(
+                    "INSERT INTO or_events (response_id, seq, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
+                for response_id in dict.fromkeys(response_id for (response_id, events) in logs if events):
+                    await db.notify(CHANNEL, response_id)
+        return [sum(len(row[2]) for row in log_rows) for log_rows in per_log]
 
     async def events_after(self, response_id: str, after: int) -> list[StoredEvent]:
         rows = await self.store.fetchall(

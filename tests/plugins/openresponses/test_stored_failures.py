@@ -23,10 +23,10 @@ def test_a_failed_event_log_write_leaves_a_tombstone_that_says_why(make_app, liv
     with live_server(app) as base, httpx.Client(base_url=base, headers=AUTH_HEADERS, timeout=30) as http:
         store = plugin._STORED[get_kernel(app)].store
 
-        async def broken(response_id, events):
+        async def broken(logs):
             raise sqlite3.OperationalError("disk I/O error")
 
-        store.append_events = broken
+        store.append_events_many = broken
         resp = http.post("/v1/responses", json={"model": "words", "input": "still answered", "stream": True})
         events = parse_sse(resp.content)
         assert resp.status_code == 200 and events[-1]["type"] == "response.completed"
@@ -39,7 +39,7 @@ def test_a_failed_event_log_write_leaves_a_tombstone_that_says_why(make_app, liv
         [(status, stored)] = state_sql("SELECT status, stored FROM or_responses WHERE id = ?", (rid,))
         assert stored == 0 and status == "not_stored"  # a final status: retention will expire it
         assert f"response {rid}: could not be stored" in caplog.text
-        del store.append_events  # the database recovers: later responses are kept again
+        del store.append_events_many  # the database recovers: later responses are kept again
         again = parse_sse(http.post("/v1/responses", json={"model": "words", "input": "kept", "stream": True}).content)
         assert http.get(f"/v1/responses/{again[0]['response']['id']}").json() == again[-1]["response"]
 
