@@ -156,3 +156,16 @@ def test_an_http_1_0_client_gets_the_stream_close_delimited(base):
     blocks = body.split(b"\n\n")[:-2]
     events = [json.loads(block.split(b"\ndata: ", 1)[1]) for block in blocks]
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == WORDS
+
+
+def test_any_body_survives_the_framing_byte_for_byte():
+    """Whatever a plugin sends (partial events, CR line ends, runs of blank lines): the
+    chunks carry exactly its bytes, and none is empty (an empty chunk would end the body)."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = [b"\n", b"\r", b"data: ", b"x", b"\n\n", b": ping", b"{}"]
+    for _ in range(500):
+        data = b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
+        chunks = chunks_of(frame_events(data))
+        assert b"".join(chunks) == data and all(chunks)
