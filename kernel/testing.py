@@ -144,6 +144,22 @@ class ServedProcess:
     stderr: Path
 
 
+def write_cluster_config(folder: Path, pg_url: str, rest: str, *, lease: float = 30, workers: int = 1,
+                         kernel_extra: str = "") -> Path:
+    """``folder/plugins.toml`` for one process of a cluster on ``pg_url``: the kernel table
+    (state under ``folder``, ``workers``, a ``lease`` in seconds, the test token) then ``rest``
+    (keys, agents, providers, plugins), ready for :func:`serve_process`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "plugins.toml"
+    path.write_text(
+        f'[kernel]\nstate_dir = "state"\nshutdown_grace_seconds = 0.5\nworkers = {workers}\n{kernel_extra}'
+        f'[kernel.store]\nurl = "{pg_url}"\nlease_seconds = {lease}\n'
+        f'[kernel.auth]\ntoken = "{TEST_TOKEN}"\n{rest}',
+        encoding="utf-8",
+    )
+    return path
+
+
 @contextmanager
 def serve_process(config: Path, port: int | None = None, *, timeout: float = 60,
                   args: tuple[str, ...] = ()) -> Iterator[ServedProcess]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import h11
 import pytest
+from testsupport.spec import assert_valid_event
 
 from kernel.chunk_framing import frame_chunk, frame_events, is_event_stream
 from kernel.testing import TEST_TOKEN
@@ -114,6 +115,8 @@ def test_a_responses_stream_is_one_chunk_per_event_on_the_wire(base):
                for chunk in chunks[:-1])
     assert chunks[-1] == b"data: [DONE]\n\n"
     events = [json.loads(chunk.split(b"\ndata: ", 1)[1]) for chunk in chunks[:-1]]
+    for event in events:
+        assert_valid_event(event)  # the published spec's stream event shapes
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
     assert "".join(deltas) == WORDS and len(deltas) == 300

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from kernel.testing import AUTH_HEADERS, TEST_TOKEN, ServedProcess, serve_process
+from kernel.testing import AUTH_HEADERS, ServedProcess, serve_process, write_cluster_config
 
 from .support import scrape, value, wait_until
 
@@ -28,21 +28,15 @@ CHAT = "/v1/chat/completions"
 
 
 def write_config(folder: Path, pg_url: str, *, limits: str = "", lease: float = 30, workers: int = 1) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "plugins.toml"
-    path.write_text(
-        f'[kernel]\nstate_dir = "state"\nshutdown_grace_seconds = 0.5\nworkers = {workers}\naccess_log = false\n'
-        f'[kernel.store]\nurl = "{pg_url}"\nlease_seconds = {lease}\n'
-        f'[kernel.auth]\ntoken = "{TEST_TOKEN}"\n'
+    return write_cluster_config(
+        folder, pg_url,
         f'[kernel.auth.keys.acme]\nsecret = "{SECRET}"\n{limits}\n'
         '[agents.main]\nprovider = "echo"\n'
         '[agents.slow]\nprovider = "slow"\n'
         '[providers.slow]\nkind = "echo"\ndelay_seconds = 0.1\n'
         "[plugins.echo]\nenabled = true\n[plugins.chat_completions]\nenabled = true\n"
         "[plugins.observability]\nenabled = true\n",
-        encoding="utf-8",
-    )
-    return path
+        lease=lease, workers=workers, kernel_extra="access_log = false\n")
 
 
 @contextmanager

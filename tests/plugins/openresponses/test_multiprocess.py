@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from testsupport.spec import assert_valid
 
-from kernel.testing import AUTH_HEADERS, TEST_TOKEN, ServedProcess, free_port, serve_process
+from kernel.testing import AUTH_HEADERS, TEST_TOKEN, ServedProcess, free_port, serve_process, write_cluster_config
 
 from .conftest import check_events, parse_sse, wait_for
 
@@ -25,12 +25,8 @@ LONG_TEXT = " ".join(f"w{i}" for i in range(400))  # 400 words at 0.05 s: a 20 s
 
 
 def write_config(folder: Path, pg_url: str, *, lease: float = 30, workers: int = 1) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "plugins.toml"
-    path.write_text(
-        f'[kernel]\nstate_dir = "state"\nshutdown_grace_seconds = 0.5\nworkers = {workers}\n'
-        f'[kernel.store]\nurl = "{pg_url}"\nlease_seconds = {lease}\n'
-        f'[kernel.auth]\ntoken = "{TEST_TOKEN}"\n'
+    return write_cluster_config(
+        folder, pg_url,
         '[agents.main]\nprovider = "t"\n'
         '[agents.slow]\nprovider = "slow"\n'
         '[agents.slowt]\nprovider = "slowt"\n'
@@ -38,9 +34,7 @@ def write_config(folder: Path, pg_url: str, *, lease: float = 30, workers: int =
         '[providers.slow]\nkind = "echo"\ndelay_seconds = 0.05\n'
         '[providers.slowt]\nkind = "echo"\nmode = "transcript"\ndelay_seconds = 0.05\n'
         "[plugins.echo]\nenabled = true\n[plugins.openresponses]\nenabled = true\n",
-        encoding="utf-8",
-    )
-    return path
+        lease=lease, workers=workers)
 
 
 @contextmanager
