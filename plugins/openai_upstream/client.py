@@ -1,76 +1,61 @@
-"""The upstream HTTP client: an aiohttp session and what it is built from.
+"""The upstream HTTP client's recipe: headers, timeouts, trust store and proxy, read once.
 
-httpx (used before) cost 3-5x more CPU per streamed request than aiohttp's client on
-the same workload, so the provider speaks aiohttp. What httpx gave by default is kept
-explicitly here:
+Requests go through :class:`~plugins.openai_upstream.http1.Http1Client`, a lean
+HTTP/1.1 client (httpx, used first, cost 3-5x more CPU per streamed request than
+aiohttp's client; aiohttp's in turn about twice this one's, see that module). What
+httpx gave by default is kept explicitly here:
 
 * proxies from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
-  ``NO_PROXY``, either case), resolved once per provider: its URL never changes, so
-  aiohttp's own ``trust_env`` lookup (two thread hops per request, plus ``~/.netrc``
-  credentials that would replace the configured key) is not used;
+  ``NO_PROXY``, either case), resolved once per provider: its URL never changes (no
+  ``~/.netrc`` credentials either, which would replace the configured key);
 * TLS verification against ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, else
   certifi's bundle (httpx's default), else the system store;
 * no redirects, no body decompression by the client (:mod:`.body` decodes in bounded
   steps), and no cookie jar (requests carry their key; nothing is kept between runs).
 
 Error texts use a small fixed vocabulary (``ConnectError``, ``RemoteProtocolError``,
-``ReadError``) rather than aiohttp's class names, so messages stay the same whatever
-the client library (operators match on them).
+``ReadError``), so messages stay the same whatever the client (operators match on them).
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import ssl
 import urllib.request
 from dataclasses import dataclass
-
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
+from urllib.parse import unquote, urlsplit
 
 from plugins.openai_upstream.body import ACCEPT_ENCODING
+from plugins.openai_upstream.http1 import ConnectFailed, Http1Client, UpstreamTransportError, header_block
 from plugins.openai_upstream.settings import UpstreamOptions
-
-# aiohttp's read buffer per connection (its default): reading pauses above twice this.
-READ_BUFSIZE = 64 * 1024
 
 
 class ProxyConfigError(ValueError):
-    """A proxy from the environment that aiohttp cannot use (e.g. ``socks5://``)."""
+    """A proxy from the environment that this client cannot use (e.g. ``socks5://``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ClientSetup:
-    """Everything one provider's sessions are built from (read once)."""
+    """Everything one provider's clients are built from (read once)."""
 
-    # Sent per request, never as the session's default headers: aiohttp 3.14 copies a
-    # session-level Authorization into the Proxy-Authorization of the request (or
-    # CONNECT) it sends a proxy, which would hand the upstream key to the proxy.
-    headers: CIMultiDict[str]
-    timeout: aiohttp.ClientTimeout
+    url: str
+    # Sent with every request (a header block: validated and encoded once). The upstream
+    # key is never among the proxy_headers of a CONNECT: a tunnelling proxy never sees it.
+    headers: bytes
+    connect_timeout: float | None
+    read_timeout: float | None
     ssl_context: ssl.SSLContext
-    limit: int
-    proxy: URL | None = None
+    proxy: str | None = None
     # Proxy-Authorization from the proxy URL's user:password, when it has one: on the
-    # CONNECT request for an https upstream, in each request's headers for http
-    # (aiohttp sends proxy_headers only on CONNECT, and its proxy_auth is deprecated).
+    # CONNECT request for an https upstream, in each request's headers for http.
     proxy_headers: dict[str, str] | None = None
 
-    def session(self) -> aiohttp.ClientSession:
-        """A new session (on the running loop) with its own connection pool."""
-        connector = aiohttp.TCPConnector(
-            limit=self.limit, limit_per_host=0, ssl=self.ssl_context,
-            # getaddrinfo in a thread, like httpx (aiodns, when installed, would
-            # otherwise be picked and resolve differently).
-            resolver=aiohttp.ThreadedResolver(),
-        )
-        return aiohttp.ClientSession(
-            connector=connector, timeout=self.timeout,
-            auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
-            read_bufsize=READ_BUFSIZE, raise_for_status=False,
-        )
+    def client(self) -> Http1Client:
+        """A new client (on the running loop) with its own connection pool."""
+        return Http1Client(self.url, ssl_context=self.ssl_context, connect_timeout=self.connect_timeout,
+                           read_timeout=self.read_timeout, proxy=self.proxy, proxy_headers=self.proxy_headers)
 
 
 def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetup:
@@ -88,41 +73,45 @@ def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetu
     for name in [n for n in headers if n.lower() == "content-type"]:
         del headers[name]
     headers["Content-Type"] = "application/json"
-    timeout = aiohttp.ClientTimeout(
-        total=None,  # total_timeout is the provider's own deadline (slot wait and retries included)
-        # Pool wait + TCP connect + TLS handshake. The provider's slots keep the pool
-        # from ever being the wait, as httpx's pool timeout (= connect_timeout) did.
-        connect=opts.connect_timeout,
-        sock_connect=opts.connect_timeout,
-        # Longest silence: waiting for the response head, then between body reads.
-        sock_read=opts.read_timeout,
-    )
     proxy, proxy_auth = env_proxy(url)
-    auth = None if proxy_auth is None else {"Proxy-Authorization": proxy_auth.encode()}
-    tunnelled = URL(url).scheme == "https"
+    auth = None if proxy_auth is None else {"Proxy-Authorization": proxy_auth}
+    tunnelled = urlsplit(url).scheme == "https"
     if auth is not None and not tunnelled:
         headers.update(auth)
-    return ClientSetup(headers=CIMultiDict(headers), timeout=timeout, ssl_context=trust_store(),
-                       limit=opts.max_concurrency, proxy=proxy, proxy_headers=auth if tunnelled else None)
+    # total_timeout is the provider's own deadline (slot wait and retries included);
+    # connect_timeout covers TCP connect, a proxy's CONNECT and the TLS handshake (the
+    # provider's slots keep a pool wait from ever being part of it); read_timeout is the
+    # longest silence: waiting for the response head, then between body reads.
+    return ClientSetup(url=url, headers=header_block(headers), connect_timeout=opts.connect_timeout,
+                       read_timeout=opts.read_timeout, ssl_context=trust_store(), proxy=proxy,
+                       proxy_headers=auth if tunnelled else None)
 
 
-def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+def env_proxy(url: str) -> tuple[str | None, str | None]:
     """The proxy the environment names for ``url`` (httpx's rules: the scheme's
-    ``*_PROXY``, else ``ALL_PROXY``; ``NO_PROXY`` exempts hosts)."""
-    target = URL(url)
+    ``*_PROXY``, else ``ALL_PROXY``; ``NO_PROXY`` exempts hosts), without its
+    credentials, and the ``Proxy-Authorization`` value those make (``None`` without)."""
+    target = urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     raw = proxies.get(target.scheme) or proxies.get("all")
-    if not raw or (target.host is not None and urllib.request.proxy_bypass_environment(target.host, proxies)):
+    if not raw or (target.hostname and urllib.request.proxy_bypass_environment(target.hostname, proxies)):
         return None, None
     if "://" not in raw:
         raw = f"http://{raw}"  # HTTP_PROXY=host:port, as httpx reads it
-    proxy = URL(raw)
+    proxy = urlsplit(raw)
     if proxy.scheme not in ("http", "https"):
         # Connecting directly instead would bypass the proxy the operator set.
         raise ProxyConfigError(f"the proxy for {target.scheme} requests from the environment uses "
                                f"{proxy.scheme}://, which this provider cannot use (http:// or https:// only)")
-    auth = aiohttp.BasicAuth.from_url(proxy)
-    return proxy.with_user(None), auth
+    if not proxy.hostname:
+        raise ProxyConfigError(f"the proxy for {target.scheme} requests from the environment names no host")
+    auth = None
+    if proxy.username is not None:
+        credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+        auth = "Basic " + base64.b64encode(credentials.encode("latin-1")).decode("ascii")
+    host = f"[{proxy.hostname}]" if ":" in proxy.hostname else proxy.hostname
+    port = f":{proxy.port}" if proxy.port else ""
+    return f"{proxy.scheme}://{host}{port}", auth
 
 
 def trust_store() -> ssl.SSLContext:
@@ -144,14 +133,10 @@ _RESET = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 
 def describe_error(exc: BaseException) -> str:
     """A transport error in a few words, ``Kind: detail`` (never headers or bodies)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        kind, detail = "ConnectError", _os_detail(exc.os_error)
-    elif isinstance(exc, aiohttp.ServerDisconnectedError):
-        kind, detail = "RemoteProtocolError", "the server closed the connection"
-    elif isinstance(exc, aiohttp.ClientPayloadError):
-        kind, detail = "RemoteProtocolError", _cause_detail(exc)
-    elif isinstance(exc, aiohttp.ClientResponseError):
-        kind, detail = "RemoteProtocolError", exc.message or str(exc)
+    if isinstance(exc, ConnectFailed):
+        kind, detail = "ConnectError", _os_detail(exc.os_error) if exc.os_error is not None else str(exc)
+    elif isinstance(exc, UpstreamTransportError):
+        kind, detail = exc.kind, str(exc)
     elif isinstance(exc, OSError) and exc.errno in _RESET:
         kind, detail = "RemoteProtocolError", _os_detail(exc)
     elif isinstance(exc, OSError):
@@ -166,9 +151,3 @@ def _os_detail(exc: OSError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message})"
     return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _cause_detail(exc: aiohttp.ClientPayloadError) -> str:
-    # "Response payload is not completed: <TransferEncodingError: 400, message='Not
-    # enough data to satisfy transfer length header.'>" is aiohttp's text.
-    return "the response body ended early" if "not completed" in str(exc) else str(exc)

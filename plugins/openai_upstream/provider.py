@@ -13,12 +13,9 @@ import asyncio
 import logging
 import random
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
-
-import aiohttp
-from multidict import CIMultiDict
 
 from kernel import Finished, ProviderError, RunError, RunEvent, Turn
 from kernel.observe import Observers
@@ -35,12 +32,23 @@ from plugins.openai_upstream.faults import (
     timeout_error,
     upstream_error_detail,
 )
+from plugins.openai_upstream.http1 import (
+    ConnectTimeout,
+    Http1Client,
+    Http1Response,
+    ReadTimeout,
+    UpstreamTransportError,
+    header_block,
+)
 from plugins.openai_upstream.jsonio import dumps, loads
 from plugins.openai_upstream.request import build_body
 from plugins.openai_upstream.settings import UpstreamOptions
 from plugins.openai_upstream.sse import LineSplitter, SseLimitError, SseParser, plain_data_events
 
 log = logging.getLogger("plugins.openai_upstream")
+
+# The body's next piece (``None`` at its end).
+NextPiece = Callable[[], Awaitable[bytes | None]]
 
 # An error answer is read only for its message: the first 64 KiB say enough.
 MAX_ERROR_BODY = 64 * 1024
@@ -61,7 +69,7 @@ class UpstreamProvider:
         self.accepts_images = options.accepts_images
         self.label = f"provider {name!r} ({options.host})"
         self.url = f"{options.base_url}/chat/completions"
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Http1Client | None = None
         self._setup: ClientSetup | None = None
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,7 +79,7 @@ class UpstreamProvider:
 
         No probe is sent: reachability shows in the runs' own errors.
         """
-        return {"ok": True, "host": self.options.host, "client_ready": self._session is not None,
+        return {"ok": True, "host": self.options.host, "client_ready": self._client is not None,
                 "max_concurrency": self.options.max_concurrency}
 
     # ------------------------------------------------------------------ lifecycle
@@ -82,23 +90,23 @@ class UpstreamProvider:
 
     async def aclose(self) -> None:
         """Close the HTTP client and its pooled connections."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None:
-            await session.close()
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
 
-    def _resources(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        # The session and the semaphore belong to one event loop; an app served again
+    def _resources(self) -> tuple[Http1Client, asyncio.Semaphore]:
+        # The client and the semaphore belong to one event loop; an app served again
         # on a new loop (tests do this) gets fresh ones.
         loop = asyncio.get_running_loop()
-        if self._session is None or self._slots is None or self._loop is not loop:
+        if self._client is None or self._slots is None or self._loop is not loop:
             if self._setup is None:
                 # Proxy, trust store and headers come from the settings and the
                 # environment, read once (as httpx read them once per client).
                 self._setup = client_setup(self.options, self.url, USER_AGENT)
-            self._session = self._setup.session()
+            self._client = self._setup.client()
             self._slots = asyncio.Semaphore(self.options.max_concurrency)
             self._loop = loop
-        return self._session, self._slots
+        return self._client, self._slots
 
     # ------------------------------------------------------------------ streaming
 
@@ -110,12 +118,12 @@ class UpstreamProvider:
                 f"{self.label}: no upstream model to ask for; set model in this [providers] table, "
                 "the agent's model, or send a model name", code="model_not_configured", status=500,
             ))
-        session, slots = self._resources()
+        client, slots = self._resources()
         deadline = self._deadline()
         decoder = ChunkDecoder()
         custom = CustomCallFilter({t.name for t in turn.tools if t.tool_kind == "custom"})
         async with self._slot(slots, deadline):
-            response = await self._open(session, dumps(body), deadline)
+            response = await self._open(client, dumps(body), deadline)
             try:
                 async for ev in self._read(response, decoder, deadline):
                     passed = custom.apply(ev)
@@ -152,8 +160,7 @@ class UpstreamProvider:
 
     # ------------------------------------------------------------------ opening, with retries
 
-    async def _open(self, session: aiohttp.ClientSession, content: bytes,
-                    deadline: float | None) -> aiohttp.ClientResponse:
+    async def _open(self, client: Http1Client, content: bytes, deadline: float | None) -> Http1Response:
         """A response with a 2xx status whose body has not been read yet."""
         opts = self.options
         loop = asyncio.get_running_loop()
@@ -162,29 +169,25 @@ class UpstreamProvider:
         headers = setup.headers
         if self.observers:
             extra = self.observers.outgoing_headers()
-            if extra:
-                headers = CIMultiDict(headers)
-                headers.update(extra)
+            if extra:  # (traceparent) no configured header has these names
+                headers += header_block(extra)
         attempt = 0
         while True:
             retry_after: float | None = None
             try:
                 async with asyncio.timeout_at(deadline):
                     # No redirects (httpx followed none either: a 3xx is an error answer).
-                    response = await session.post(
-                        self.url, data=content, allow_redirects=False, headers=headers,
-                        proxy=setup.proxy, proxy_headers=setup.proxy_headers)
-            # aiohttp's timeouts are TimeoutError subclasses: they go before total_timeout's.
-            except aiohttp.ConnectionTimeoutError:
+                    response = await client.post(content, headers)
+            except ConnectTimeout:
                 failure = timeout_error(self.label, f"could not connect within connect_timeout = "
                                                     f"{opts.connect_timeout:g}s")
-            except aiohttp.ServerTimeoutError:
+            except ReadTimeout:
                 raise ProviderError(timeout_error(
                     self.label, f"sent no response within read_timeout = {opts.read_timeout:g}s",
                 )) from None
             except TimeoutError:
                 raise ProviderError(self._total_timeout("waiting for the response")) from None
-            except (aiohttp.ClientError, OSError) as exc:
+            except (UpstreamTransportError, OSError) as exc:
                 failure = connection_error(self.label, f"request failed before a response: {describe_error(exc)}")
             else:
                 if 200 <= response.status < 300:
@@ -217,18 +220,19 @@ class UpstreamProvider:
         ceiling = min(opts.backoff_max, opts.backoff_initial * (2 ** attempt))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _error_body(self, response: aiohttp.ClientResponse, deadline: float | None) -> bytes:
+    async def _error_body(self, response: Http1Response, deadline: float | None) -> bytes:
         """Up to 64 KiB of an error answer's (decoded) body, then the response is closed."""
         chunks: list[bytes] = []
         size = 0
         try:
             async with asyncio.timeout_at(deadline):
-                async for piece in _decoded(response):
+                next_piece = _decoded(response)
+                while (piece := await next_piece()) is not None:
                     chunks.append(piece)
                     size += len(piece)
                     if size >= MAX_ERROR_BODY:
                         break
-        except (TimeoutError, aiohttp.ClientError, OSError, zlib.error, UnsupportedEncoding):
+        except (TimeoutError, ReadTimeout, UpstreamTransportError, OSError, zlib.error, UnsupportedEncoding):
             pass  # the status alone still says what happened
         finally:
             response.close()  # not read to its end: the connection is not reusable
@@ -236,7 +240,7 @@ class UpstreamProvider:
 
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, response: aiohttp.ClientResponse, decoder: ChunkDecoder,
+    async def _read(self, response: Http1Response, decoder: ChunkDecoder,
                     deadline: float | None) -> AsyncIterator[RunEvent]:
         content_type = response.headers.get("content-type", "")
         if "json" in content_type and "event-stream" not in content_type:
@@ -296,7 +300,7 @@ class UpstreamProvider:
             "upstream really sends such events",
         ))
 
-    def _pieces(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    def _pieces(self, response: Http1Response) -> NextPiece:
         try:
             return _decoded(response)
         except UnsupportedEncoding as exc:
@@ -329,28 +333,24 @@ class UpstreamProvider:
         except UpstreamFormatError as exc:
             raise ProviderError(bad_response(self.label, f"sent an unusable stream chunk: {exc}")) from None
 
-    async def _next_piece(self, pieces: AsyncIterator[bytes], decoder: ChunkDecoder,
+    async def _next_piece(self, pieces: NextPiece, decoder: ChunkDecoder,
                           deadline: float | None) -> bytes | None:
         """The body's next bytes (``None`` at its end); transport faults become run errors."""
         try:
             if deadline is not None and deadline - asyncio.get_running_loop().time() < self.options.read_timeout:
-                # Only near the end can total_timeout expire before aiohttp's read
-                # timeout (sock_read) would; arming a timer per read before that would
-                # be wasted work.
+                # Only near the end can total_timeout expire before the client's read
+                # timeout would; arming a timer per read before that would be wasted work.
                 async with asyncio.timeout_at(deadline):
-                    return await anext(pieces)
-            return await anext(pieces)
-        except StopAsyncIteration:
-            return None
-        # aiohttp's read timeout is a TimeoutError subclass: it goes before total_timeout's.
-        except aiohttp.ServerTimeoutError:
+                    return await pieces()
+            return await pieces()
+        except ReadTimeout:
             raise ProviderError(timeout_error(
                 self.label, f"stream stalled: no data for read_timeout = {self.options.read_timeout:g}s "
                 f"after {decoder.chunks} chunk(s)",
             )) from None
         except TimeoutError:
             raise ProviderError(self._total_timeout(f"streaming (after {decoder.chunks} chunk(s))")) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (UpstreamTransportError, OSError) as exc:
             raise ProviderError(connection_error(
                 self.label, f"the connection dropped mid-stream after {decoder.chunks} chunk(s): "
                 f"{describe_error(exc)}",
@@ -360,7 +360,7 @@ class UpstreamProvider:
                 self.label, f"sent a corrupt compressed stream after {decoder.chunks} chunk(s)",
             )) from None
 
-    async def _drain(self, pieces: AsyncIterator[bytes], lines_left: int) -> None:
+    async def _drain(self, pieces: NextPiece, lines_left: int) -> None:
         """Read what little follows ``[DONE]`` (normally just the end of the body) so the
         connection goes back to the pool: reusing it saves a TCP (and TLS) handshake on
         the next request. A server that keeps talking (``lines_left`` lines already
@@ -369,17 +369,21 @@ class UpstreamProvider:
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
                 while lines_left < DRAIN_LINES:
-                    lines_left += len(splitter.feed(await anext(pieces)))
-        except (StopAsyncIteration, TimeoutError, aiohttp.ClientError, OSError, zlib.error, SseLimitError):
+                    piece = await pieces()
+                    if piece is None:
+                        return
+                    lines_left += len(splitter.feed(piece))
+        except (TimeoutError, ReadTimeout, UpstreamTransportError, OSError, zlib.error, SseLimitError):
             pass  # the response is closed by the caller either way
 
-    async def _whole_json(self, response: aiohttp.ClientResponse, deadline: float | None) -> Any:
+    async def _whole_json(self, response: Http1Response, deadline: float | None) -> Any:
         chunks: list[bytes] = []
         size = 0
         limit = self.options.max_response_bytes
         try:
             async with asyncio.timeout_at(deadline):
-                async for chunk in self._pieces(response):
+                next_piece = self._pieces(response)
+                while (chunk := await next_piece()) is not None:
                     size += len(chunk)
                     if size > limit:
                         raise ProviderError(bad_response(
@@ -387,11 +391,11 @@ class UpstreamProvider:
                             "raise max_response_bytes in this [providers] table if that is expected",
                         ))
                     chunks.append(chunk)
-        except aiohttp.ServerTimeoutError:
+        except ReadTimeout:
             raise ProviderError(timeout_error(self.label, "stalled while sending the completion")) from None
         except TimeoutError:
             raise ProviderError(self._total_timeout("reading the completion")) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (UpstreamTransportError, OSError) as exc:
             raise ProviderError(connection_error(
                 self.label, f"the connection dropped while sending the completion: {describe_error(exc)}",
             )) from None
@@ -406,28 +410,34 @@ class UpstreamProvider:
         return timeout_error(self.label, f"total_timeout = {self.options.total_timeout:g}s exceeded while {during}")
 
 
-def _decoded(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body, decoded in bounded steps (see :mod:`plugins.openai_upstream.body`);
-    raises :class:`UnsupportedEncoding` at once for an encoding we did not offer."""
+def _decoded(response: Http1Response) -> NextPiece:
+    """The body, decoded in bounded steps (see :mod:`plugins.openai_upstream.body`), as
+    a function returning its next piece (``None`` at the end); raises
+    :class:`UnsupportedEncoding` at once for an encoding we did not offer."""
     body = BodyDecoder(response.headers.get("content-encoding", ""))
-    content = response.content
     if body.identity:
         # The usual case: one await per network read, no decoding layer.
-        return content.iter_any().__aiter__()
+        return response.read
+    # Pulled one step at a time: a small compressed read may expand a thousandfold.
+    steps: Iterator[bytes] = iter(())
 
-    async def pieces() -> AsyncIterator[bytes]:
-        async for raw in content.iter_any():
-            for piece in body.decode(raw):
-                yield piece
+    async def next_piece() -> bytes | None:
+        nonlocal steps
+        while (piece := next(steps, None)) is None:
+            raw = await response.read()
+            if raw is None:
+                return None
+            steps = body.decode(raw)
+        return piece
 
-    return pieces()
+    return next_piece
 
 
-def _finish(response: aiohttp.ClientResponse) -> None:
+def _finish(response: Http1Response) -> None:
     """Give the connection back to the pool when the body was read to its end (after
     [DONE] and the drain); close it otherwise, so the upstream sees the request end
     (a run cancelled, failed or cut off mid-stream)."""
-    if response.content.is_eof():
+    if response.complete:
         response.release()
     else:
         response.close()

@@ -257,10 +257,9 @@ async def test_connection_is_released_after_every_fault(upstream_app, fake, user
 
 
 def busy_connections(app) -> int:
-    """Upstream connections with a request still in flight (aiohttp's connector view:
+    """Upstream connections with a request still in flight (the client's pool view:
     a connection is acquired until its response is released or closed)."""
-    connector = get_kernel(app).providers["up"]._session.connector
-    return len(connector._acquired)
+    return get_kernel(app).providers["up"]._client.in_use
 
 
 @pytest.mark.parametrize("reply", [
