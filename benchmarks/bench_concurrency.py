@@ -12,7 +12,12 @@ decoding at 1/delay tokens/s). The gateway (``/v1/responses``, openai_upstream -
 3. ``--streams`` (1,000) slow streams opened in one burst and read to the end at once: CPU
    per token under load (target: at most 2x the fast single stream's), how long the
    streams took against their nominal length (pieces x delay), how many failed;
-4. while (3) runs: the kernel's listen-queue overflows (``ListenOverflows`` in
+4. the same burst through a bare asyncio relay (this script, ``--serve-relay``): it reads each
+   request, opens the fake upstream and copies every upstream read to the client as one
+   chunk, parsing nothing. It is the floor for this traffic shape (one socket read and one
+   write per token, on this machine's costly wake-ups), the way bare Quart+Hypercorn is the
+   floor of the throughput table;
+5. while (3) runs: the kernel's listen-queue overflows (``ListenOverflows`` in
    /proc/net/netstat, counted system-wide, so run it on an otherwise quiet machine) and
    the upstream connect timeouts the gateway logged (targets: both 0).
 
@@ -27,7 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,10 +45,12 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
 from bench_memory import start_gateway  # noqa: E402
 from bench_upstream import cpu_ns, start_fake, stop_fake  # noqa: E402
-from sidebyside import HOST, build_request  # noqa: E402
+from sidebyside import HOST, build_request, free_port  # noqa: E402
 
 DELTA = b"event: response.output_text.delta\n"
 DONE = b"response.completed"
+RELAY_TOKEN = b'"content": "word'  # one per token in the fake's chunks, which the relay passes on
+RELAY_DONE = b"[DONE]"
 
 
 def listen_overflows() -> int:
@@ -57,8 +66,8 @@ def listen_overflows() -> int:
     return 0
 
 
-async def one_stream(port: int, request: bytes) -> tuple[int, float, bool]:
-    """Stream one response to its end: (text deltas seen, seconds taken, completed)."""
+async def one_stream(port: int, request: bytes, marker: bytes = DELTA, done: bytes = DONE) -> tuple[int, float, bool]:
+    """Stream one response to its end: (``marker`` count (text deltas), seconds taken, completed)."""
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(HOST, port)
     deltas, tail, completed = 0, b"", False
@@ -66,8 +75,8 @@ async def one_stream(port: int, request: bytes) -> tuple[int, float, bool]:
         writer.write(request)
         while data := await reader.read(65536):
             window = tail + data
-            deltas += window.count(DELTA) - tail.count(DELTA)
-            completed = completed or DONE in window
+            deltas += window.count(marker) - tail.count(marker)
+            completed = completed or done in window
             tail = data[-64:]
     finally:
         writer.close()
@@ -80,17 +89,18 @@ def stream_request(port: int, index: int) -> bytes:
     return request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
 
 
-async def run_streams(port: int, count: int, sequential: bool) -> list[tuple[int, float, bool]]:
+async def run_streams(port: int, count: int, sequential: bool, relay: bool = False) -> list[tuple[int, float, bool]]:
+    markers = (RELAY_TOKEN, RELAY_DONE) if relay else (DELTA, DONE)
     if sequential:
-        return [await one_stream(port, stream_request(port, i)) for i in range(count)]
-    return list(await asyncio.gather(*(one_stream(port, stream_request(port, i)) for i in range(count)),
+        return [await one_stream(port, stream_request(port, i), *markers) for i in range(count)]
+    return list(await asyncio.gather(*(one_stream(port, stream_request(port, i), *markers) for i in range(count)),
                                      return_exceptions=False))
 
 
-def measure(pid: int, port: int, count: int, sequential: bool) -> dict[str, float]:
+def measure(pid: int, port: int, count: int, sequential: bool, relay: bool = False) -> dict[str, float]:
     cpu_before, overflows_before = cpu_ns(pid), listen_overflows()
     started = time.perf_counter()
-    results = asyncio.run(run_streams(port, count, sequential))
+    results = asyncio.run(run_streams(port, count, sequential, relay))
     wall = time.perf_counter() - started
     tokens = sum(r[0] for r in results)
     durations = sorted(r[1] for r in results)
@@ -105,6 +115,59 @@ def measure(pid: int, port: int, count: int, sequential: bool) -> dict[str, floa
     }
 
 
+# --------------------------------------------------------------------------- the bare relay
+
+
+def serve_relay(port: int, upstream: str) -> None:
+    """Child process: relay each request's stream from the fake upstream, parsing nothing."""
+    authority, _, path = upstream.removeprefix("http://").partition("/")
+    host, _, upstream_port = authority.partition(":")
+    body = b'{"model":"fake-model","messages":[{"role":"user","content":"hi"}],"stream":true}'
+    request = (f"POST /{path}/chat/completions HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            await reader.readexactly(length)
+            up_reader, up_writer = await asyncio.open_connection(host, int(upstream_port))
+            up_writer.write(request)
+            await up_reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+                         b"Connection: close\r\n\r\n")
+            while data := await up_reader.read(65536):
+                writer.write(b"%x\r\n%b\r\n" % (len(data), data))  # the upstream's framing, as opaque bytes
+            writer.write(b"0\r\n\r\n")
+            up_writer.close()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, HOST, port, backlog=2048)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def start_relay(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-relay", upstream, "--port", str(port)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the relay did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=1000)
@@ -113,19 +176,25 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="seconds between the upstream's tokens")
     parser.add_argument("--fast-pieces", type=int, default=1000, help="tokens of the fast reference stream")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serve-relay", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_relay:
+        return serve_relay(args.port, args.serve_relay)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this client holds a socket per stream
     nominal = args.pieces * args.delay
     fake, upstream = start_fake(args.pieces, args.delay)
     fast_fake, fast_upstream = start_fake(args.fast_pieces, 0.0)
     rows: list[tuple[dict[str, float], dict[str, float], dict[str, float]]] = []
+    relayed: list[dict[str, float]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
             (Path(tmp) / "slow").mkdir()
             (Path(tmp) / "fast").mkdir()
             proc, port = start_gateway(Path(tmp) / "slow", upstream, env=None)  # type: ignore[arg-type]
             fast_proc, fast_port = start_gateway(Path(tmp) / "fast", fast_upstream, env=None)  # type: ignore[arg-type]
+            relay_proc, relay_port = start_relay(upstream)
             try:
                 asyncio.run(run_streams(port, 2, sequential=True))  # warm up
                 asyncio.run(run_streams(fast_port, 2, sequential=True))
@@ -133,15 +202,17 @@ def main() -> None:
                     fast = measure(fast_proc.pid, fast_port, args.single, sequential=True)
                     single = measure(proc.pid, port, args.single, sequential=True)
                     burst = measure(proc.pid, port, args.streams, sequential=False)
+                    relayed.append(measure(relay_proc.pid, relay_port, args.streams, sequential=False, relay=True))
                     rows.append((fast, single, burst))
                     print(f"round {round_no}: fast single {fast['cpu_us_per_token']:.0f} us/token; "
                           f"slow single {single['cpu_us_per_token']:.0f} us/token; "
                           f"{args.streams} at once {burst['cpu_us_per_token']:.0f} us/token, "
                           f"{burst['failed']:.0f} failed, median {burst['median_s']:.1f} s, "
                           f"p99 {burst['p99_s']:.1f} s (nominal {nominal:.1f} s), "
-                          f"listen overflows {burst['overflows']:.0f}", flush=True)
+                          f"listen overflows {burst['overflows']:.0f}; bare relay "
+                          f"{relayed[-1]['cpu_us_per_token']:.0f} us/token", flush=True)
             finally:
-                for served in (proc, fast_proc):
+                for served in (proc, fast_proc, relay_proc):
                     served.terminate()
                     served.wait(30)
                 log = (Path(tmp) / "slow" / "stderr.txt").read_text(errors="replace")
@@ -158,6 +229,10 @@ def main() -> None:
         ("slow single: CPU us/token", [s["cpu_us_per_token"] for _, s, _ in rows]),
         ("burst: CPU us/token", [b["cpu_us_per_token"] for _, _, b in rows]),
         ("burst/fast (target <= 2)", ratios),
+        ("bare relay burst: us/token", [r["cpu_us_per_token"] for r in relayed]),
+        ("burst/bare relay", [b["cpu_us_per_token"] / r["cpu_us_per_token"]
+                              for (_, _, b), r in zip(rows, relayed, strict=True)]),
+        ("bare relay: median stream s", [r["median_s"] for r in relayed]),
         ("burst: median stream s", [b["median_s"] for _, _, b in rows]),
         ("burst: p99 stream s", [b["p99_s"] for _, _, b in rows]),
         ("burst: failed streams", [b["failed"] for _, _, b in rows]),
