@@ -13,8 +13,10 @@ The parsing is httptools (llhttp, the C parser uvicorn uses); this module adds:
 * a pool of idle keep-alive connections (LIFO; closed after ``IDLE_SECONDS``; a
   connection whose answer was not read to its end is closed, never reused);
 * ``connect_timeout`` over TCP connect, a proxy's ``CONNECT`` and the TLS handshake;
-* ``read_timeout`` as the longest silence from the server while an answer is due
-  (one timer per request, re-armed only when it fires, not on every read);
+* ``read_timeout`` as the longest silence from the server while an answer is due, and
+  the request's own deadline, on one timer per request (re-armed only when it fires,
+  not on every read: a timer per read, or an ``asyncio.timeout`` per await, was a
+  measurable part of a streamed token's cost);
 * flow control: reading pauses while more than ``READ_BUFFER`` bytes wait unread;
 * proxies: an ``http://`` upstream through a forwarding proxy (absolute-form target),
   an ``https://`` one through a ``CONNECT`` tunnel, TLS verified end to end;
@@ -63,6 +65,10 @@ class ConnectTimeout(Exception):
 
 class ReadTimeout(Exception):
     """The server was silent for ``read_timeout`` while an answer was due."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The request's own deadline (the provider's ``total_timeout``) passed while an answer was due."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,19 +172,21 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._waiter: asyncio.Future[None] | None = None
         self._last_data = 0.0
+        self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ the request's side
 
-    def begin(self, request: bytes) -> None:
-        """Send one request; the answer is read through :meth:`wait_head` and :meth:`read`."""
+    def begin(self, request: bytes, deadline: float | None = None) -> None:
+        """Send one request; the answer is read through :meth:`wait_head` and :meth:`read`
+        (either raises :class:`DeadlineExceeded` once ``deadline``, loop time, has passed)."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise UpstreamTransportError("the server closed the connection")
         self._reset()
         self.in_flight = True
         self._last_data = self.loop.time()
-        if self.read_timeout is not None:
-            self._timer = self.loop.call_at(self._last_data + self.read_timeout, self._check_silence)
+        self._deadline = deadline
+        self._arm()
         self.transport.write(request)
 
     async def wait_head(self) -> None:
@@ -239,18 +247,31 @@ class _Connection(asyncio.Protocol):
             self.error = error
         self._wake()
 
+    def _arm(self, now: float | None = None) -> None:
+        """Time the next check: the silence limit, or the deadline when that comes first."""
+        if self.read_timeout is None:
+            due = self._deadline
+        else:
+            # While reading is paused the server is not silent (we stopped reading).
+            base = (now if now is not None else self.loop.time()) if self._paused else self._last_data
+            due = base + self.read_timeout
+            if self._deadline is not None and self._deadline < due:
+                due = self._deadline
+        if due is not None:
+            self._timer = self.loop.call_at(due, self._check_silence)
+
     def _check_silence(self) -> None:
         self._timer = None
-        if not self.in_flight or self.message_done or self.read_timeout is None:
+        if not self.in_flight or self.message_done:
             return
-        if self._paused:  # the server is not silent: we stopped reading
-            self._timer = self.loop.call_later(self.read_timeout, self._check_silence)
+        now = self.loop.time()
+        if self._deadline is not None and now >= self._deadline:
+            self._fail(DeadlineExceeded("the request's deadline passed"))
+        elif self.read_timeout is not None and not self._paused and now >= self._last_data + self.read_timeout:
+            self._fail(ReadTimeout(f"no data for {self.read_timeout:g}s"))
+        else:
+            self._arm(now)
             return
-        due = self._last_data + self.read_timeout
-        if self.loop.time() < due:
-            self._timer = self.loop.call_at(due, self._check_silence)
-            return
-        self._fail(ReadTimeout(f"no data for {self.read_timeout:g}s"))
         if self.transport is not None:
             self.transport.close()
 
@@ -393,14 +414,25 @@ class Http1Client:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def post(self, body: bytes, headers: bytes) -> Http1Response:
-        """Send ``body`` with ``headers`` (a :func:`header_block`) and wait for the answer's head."""
+    async def post(self, body: bytes, headers: bytes, deadline: float | None = None) -> Http1Response:
+        """Send ``body`` with ``headers`` (a :func:`header_block`) and wait for the answer's head.
+
+        ``deadline`` (loop time) bounds the whole exchange, the body's reads included:
+        past it, waiting raises :class:`DeadlineExceeded` (a ``TimeoutError``).
+        """
         if self._closed:
             raise UpstreamTransportError("the client is closed")
-        conn = self._take_idle() or await self._connect()
+        conn = self._take_idle()
+        if conn is None:
+            if deadline is None:
+                conn = await self._connect()
+            else:
+                async with asyncio.timeout_at(deadline):  # only when connecting: rare with the pool
+                    conn = await self._connect()
         self._busy.add(conn)
         try:
-            conn.begin(b"".join((self._request_line, headers, b"Content-Length: %d\r\n\r\n" % len(body), body)))
+            conn.begin(b"".join((self._request_line, headers, b"Content-Length: %d\r\n\r\n" % len(body), body)),
+                       deadline)
             await conn.wait_head()
         except BaseException:
             self._discard(conn)

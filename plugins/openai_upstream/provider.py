@@ -146,7 +146,10 @@ class UpstreamProvider:
     @asynccontextmanager
     async def _slot(self, slots: asyncio.Semaphore, deadline: float | None) -> AsyncIterator[None]:
         try:
-            async with asyncio.timeout_at(deadline):
+            if slots.locked():  # (a free slot is taken without waiting: no timer needed)
+                async with asyncio.timeout_at(deadline):
+                    await slots.acquire()
+            else:
                 await slots.acquire()
         except TimeoutError:
             raise ProviderError(timeout_error(
@@ -175,9 +178,9 @@ class UpstreamProvider:
         while True:
             retry_after: float | None = None
             try:
-                async with asyncio.timeout_at(deadline):
-                    # No redirects (httpx followed none either: a 3xx is an error answer).
-                    response = await client.post(content, headers)
+                # No redirects (httpx followed none either: a 3xx is an error answer). The
+                # client enforces the deadline on its own read timer, for the body's reads too.
+                response = await client.post(content, headers, deadline)
             except ConnectTimeout:
                 failure = timeout_error(self.label, f"could not connect within connect_timeout = "
                                                     f"{opts.connect_timeout:g}s")
@@ -255,12 +258,13 @@ class UpstreamProvider:
         splitter = LineSplitter(limit)
         parser = SseParser(limit)
         while True:
-            piece = await self._next_piece(pieces, decoder, deadline)
+            piece = await self._next_piece(pieces, decoder)
             plain = plain_data_events(piece, limit) if piece and splitter.idle and parser.idle else None
             if plain is not None:
                 for done_at, data in enumerate(plain):
                     if data.strip() == b"[DONE]":
-                        await self._drain(pieces, 2 * (len(plain) - done_at - 1))
+                        if not response.complete:
+                            await self._drain(pieces, 2 * (len(plain) - done_at - 1))
                         return
                     for ev in self._decode("message", data, decoder):
                         yield ev
@@ -280,7 +284,7 @@ class UpstreamProvider:
                     continue
                 data = sse.data.strip()
                 if data == "[DONE]":
-                    if piece is not None:
+                    if piece is not None and not response.complete:
                         await self._drain(pieces, len(lines) - done_at - 1)
                     return
                 for ev in self._decode(sse.event, data, decoder):
@@ -333,16 +337,10 @@ class UpstreamProvider:
         except UpstreamFormatError as exc:
             raise ProviderError(bad_response(self.label, f"sent an unusable stream chunk: {exc}")) from None
 
-    async def _next_piece(self, pieces: NextPiece, decoder: ChunkDecoder,
-                          deadline: float | None) -> bytes | None:
+    async def _next_piece(self, pieces: NextPiece, decoder: ChunkDecoder) -> bytes | None:
         """The body's next bytes (``None`` at its end); transport faults become run errors."""
         try:
-            if deadline is not None and deadline - asyncio.get_running_loop().time() < self.options.read_timeout:
-                # Only near the end can total_timeout expire before the client's read
-                # timeout would; arming a timer per read before that would be wasted work.
-                async with asyncio.timeout_at(deadline):
-                    return await pieces()
-            return await pieces()
+            return await pieces()  # total_timeout: the client raises DeadlineExceeded (a TimeoutError)
         except ReadTimeout:
             raise ProviderError(timeout_error(
                 self.label, f"stream stalled: no data for read_timeout = {self.options.read_timeout:g}s "

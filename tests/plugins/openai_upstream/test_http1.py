@@ -16,7 +16,13 @@ from testsupport.fake_openai import sse_bytes, text_chunks
 
 from kernel.app import get_kernel
 from plugins.openai_upstream import http1
-from plugins.openai_upstream.http1 import Http1Client, ReadTimeout, UpstreamTransportError, header_block
+from plugins.openai_upstream.http1 import (
+    DeadlineExceeded,
+    Http1Client,
+    ReadTimeout,
+    UpstreamTransportError,
+    header_block,
+)
 
 from .conftest import upstream_config
 
@@ -258,6 +264,26 @@ async def test_a_silent_server_mid_body_is_a_read_timeout():
             await asyncio.wait_for(response.read(), 5)
         response.close()
         assert client.in_use == 0
+        await client.aclose()
+
+
+async def test_the_deadline_bounds_an_answer_that_trickles_forever():
+    """Bytes every 50 ms keep read_timeout from firing; the request's deadline still ends it."""
+    trickle: list[Step] = [SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"]
+    for _ in range(200):
+        trickle += [b"1\r\nx\r\n", 0.05]
+    async with RawUpstream([trickle]) as server:
+        client = client_for(server, read_timeout=1.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await client.post(b"{}", b"", deadline=started + 0.4)
+        received = b""
+        with pytest.raises(DeadlineExceeded):
+            while (piece := await response.read()) is not None:
+                received += piece
+        assert 0.4 <= loop.time() - started < 1.0
+        assert received.startswith(b"x")
+        response.close()
         await client.aclose()
 
 
