@@ -2,10 +2,10 @@
 
 An HTTP client that decompresses each network read in one go (httpx does; aiohttp
 bounds its steps only since 3.13.3) lets a small gzip read expand a thousandfold (a
-"decompression bomb") before any size check sees it. The provider's client decodes
-nothing (``auto_decompress=False``): it reads the raw bytes and decodes them here, at
-most ``step`` bytes at a time, so every later limit (the line cap, the body caps)
-applies to what is really held, whatever the client version. Only ``gzip`` and
+"decompression bomb") before any size check sees it. The provider's client
+(:mod:`.http1`) decodes nothing: the provider reads the raw bytes and decodes them
+here, at most ``step`` bytes at a time, so every later limit (the line cap, the body
+caps) applies to what is really held. Only ``gzip`` and
 ``deflate`` are offered to the upstream (``ACCEPT_ENCODING``).
 """
 

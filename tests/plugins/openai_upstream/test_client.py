@@ -139,8 +139,8 @@ async def test_http_proxy_from_the_environment_is_used(make_app, fake, user_turn
 
 async def test_https_through_a_proxy_tunnel_keeps_the_key_from_the_proxy(make_app, tls_fake, user_turn, run_turn,
                                                                          monkeypatch):
-    """aiohttp copies a session-level Authorization into its CONNECT request's
-    Proxy-Authorization: the provider sends its headers per request so it cannot."""
+    """The CONNECT carries only the proxy's own headers: the upstream key travels inside
+    the TLS tunnel (aiohttp once copied a session-level Authorization into the CONNECT)."""
     fake, ca_file = tls_fake
     monkeypatch.setenv("SSL_CERT_FILE", ca_file)
     fake.script(stream_reply(text_chunks("tunnelled")))
