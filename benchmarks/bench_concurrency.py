@@ -1,14 +1,16 @@
 """A thousand slow streams at once against one stream at a time, through a real ``kernel serve``.
 
 The fake OpenAI upstream streams ``--pieces`` tokens ``--delay`` seconds apart (a model
-decoding at 1/delay tokens/s). The gateway (``/v1/responses``, openai_upstream -> fake,
+decoding at 1/delay tokens/s; by default 400 tokens 50 ms apart, the 20 s streams of issue
+12's measurement: a much shorter stream mostly measures each request's fixed cost, which
+is then shared by few tokens). The gateway (``/v1/responses``, openai_upstream -> fake,
 ``max_concurrency = 1100``) serves:
 
 1. one fast stream of ``--fast-pieces`` (1,000) tokens at a time, from a second fake
    upstream that sends them without pause: the gateway's CPU per streamed token when it
    has nothing else to do (the reference);
-2. ``--single`` slow streams one after another: the same per-token figure, paying a loop
-   wake-up per token;
+2. ``--slow-single`` slow streams one after another: the same per-token figure, paying a
+   loop wake-up per token (on this VM a wake-up from idle alone costs 150-350 us of CPU);
 3. ``--streams`` (1,000) slow streams opened in one burst and read to the end at once: CPU
    per token under load (target: at most 2x the fast single stream's), how long the
    streams took against their nominal length (pieces x delay), how many failed;
@@ -24,7 +26,7 @@ decoding at 1/delay tokens/s). The gateway (``/v1/responses``, openai_upstream -
 CPU is read from /proc (all threads of the gateway), so it is steadier than wall time on
 a busy machine. Each figure is printed for every one of ``--rounds`` rounds.
 
-    .venv/bin/python benchmarks/bench_concurrency.py [--streams 1000] [--pieces 40] [--delay 0.05] [--rounds 2]
+    .venv/bin/python benchmarks/bench_concurrency.py [--streams 1000] [--pieces 400] [--delay 0.05] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -171,8 +173,9 @@ def start_relay(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--single", type=int, default=3, help="streams measured one at a time")
-    parser.add_argument("--pieces", type=int, default=40, help="tokens per answer")
+    parser.add_argument("--single", type=int, default=3, help="fast streams measured one at a time")
+    parser.add_argument("--slow-single", type=int, default=1, help="slow streams measured one at a time")
+    parser.add_argument("--pieces", type=int, default=400, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds between the upstream's tokens")
     parser.add_argument("--fast-pieces", type=int, default=1000, help="tokens of the fast reference stream")
     parser.add_argument("--rounds", type=int, default=2)
@@ -200,7 +203,7 @@ def main() -> None:
                 asyncio.run(run_streams(fast_port, 2, sequential=True))
                 for round_no in range(1, args.rounds + 1):
                     fast = measure(fast_proc.pid, fast_port, args.single, sequential=True)
-                    single = measure(proc.pid, port, args.single, sequential=True)
+                    single = measure(proc.pid, port, args.slow_single, sequential=True)
                     burst = measure(proc.pid, port, args.streams, sequential=False)
                     relayed.append(measure(relay_proc.pid, relay_port, args.streams, sequential=False, relay=True))
                     rows.append((fast, single, burst))
