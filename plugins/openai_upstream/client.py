@@ -41,9 +41,11 @@ class ClientSetup:
     """Everything one provider's clients are built from (read once)."""
 
     url: str
-    # Sent with every request (a header block: validated and encoded once). The upstream
-    # key is never among the proxy_headers of a CONNECT: a tunnelling proxy never sees it.
+    # Sent with every request (a header block: validated and encoded once), and the same
+    # as a dict. The upstream key is never among the proxy_headers of a CONNECT: a
+    # tunnelling proxy never sees it.
     headers: bytes
+    header_map: dict[str, str]
     connect_timeout: float | None
     read_timeout: float | None
     ssl_context: ssl.SSLContext
@@ -51,6 +53,15 @@ class ClientSetup:
     # Proxy-Authorization from the proxy URL's user:password, when it has one: on the
     # CONNECT request for an https upstream, in each request's headers for http.
     proxy_headers: dict[str, str] | None = None
+
+    def headers_with(self, extra: dict[str, str]) -> bytes:
+        """The header block with ``extra`` (e.g. ``traceparent``), which replaces a configured
+        header of the same name (whatever its case) rather than repeating it."""
+        names = {name.lower() for name in extra}
+        if not any(name.lower() in names for name in self.header_map):
+            return self.headers + header_block(extra)
+        kept = {name: value for name, value in self.header_map.items() if name.lower() not in names}
+        return header_block({**kept, **extra})
 
     def client(self) -> Http1Client:
         """A new client (on the running loop) with its own connection pool."""
@@ -82,7 +93,7 @@ def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetu
     # connect_timeout covers TCP connect, a proxy's CONNECT and the TLS handshake (the
     # provider's slots keep a pool wait from ever being part of it); read_timeout is the
     # longest silence: waiting for the response head, then between body reads.
-    return ClientSetup(url=url, headers=header_block(headers), connect_timeout=opts.connect_timeout,
+    return ClientSetup(url=url, headers=header_block(headers), header_map=headers, connect_timeout=opts.connect_timeout,
                        read_timeout=opts.read_timeout, ssl_context=trust_store(), proxy=proxy,
                        proxy_headers=auth if tunnelled else None)
 

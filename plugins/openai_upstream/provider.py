@@ -38,7 +38,6 @@ from plugins.openai_upstream.http1 import (
     Http1Response,
     ReadTimeout,
     UpstreamTransportError,
-    header_block,
 )
 from plugins.openai_upstream.jsonio import dumps, loads
 from plugins.openai_upstream.request import build_body
@@ -172,8 +171,8 @@ class UpstreamProvider:
         headers = setup.headers
         if self.observers:
             extra = self.observers.outgoing_headers()
-            if extra:  # (traceparent) no configured header has these names
-                headers += header_block(extra)
+            if extra:  # traceparent, when tracing is on
+                headers = setup.headers_with(extra)
         attempt = 0
         while True:
             retry_after: float | None = None
