@@ -171,7 +171,7 @@ async def test_bytes_after_an_answer_keep_its_connection_out_of_the_pool(raw_app
         app = raw_app(server)
         async with app.test_app():
             _, first = await run_turn(app, user_turn())
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # the stray bytes arrive while the connection is idle
             _, second = await run_turn(app, user_turn())
     assert (first.text, second.text) == ("one", "two")
     assert [number for number, _ in server.requests] == [1, 2]
@@ -200,7 +200,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(raw_app, 
         app = raw_app(server)
         async with app.test_app():
             _, first = await run_turn(app, user_turn())
-            await asyncio.sleep(0.05)  # the server's FIN arrives while the connection is idle
+            await asyncio.sleep(0.3)  # the server's FIN arrives while the connection is idle
             with caplog.at_level(logging.WARNING, logger="plugins.openai_upstream"):
                 _, second = await run_turn(app, user_turn())
     assert (first.text, second.text) == ("one", "two")
@@ -209,13 +209,13 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(raw_app, 
 
 
 async def test_an_idle_connection_is_closed_after_its_idle_time(raw_app, user_turn, run_turn, monkeypatch):
-    monkeypatch.setattr(http1, "IDLE_SECONDS", 0.05)
+    monkeypatch.setattr(http1, "IDLE_SECONDS", 1.0)
     async with RawUpstream([[sse_answer("one")], [sse_answer("two")], [sse_answer("three")]]) as server:
         app = raw_app(server)
         async with app.test_app():
             await run_turn(app, user_turn())
             await run_turn(app, user_turn())  # at once: the same connection
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(1.3)
             _, last = await run_turn(app, user_turn())
             client = get_kernel(app).providers["up"]._client
             assert (client.in_use, client.idle) == (0, 1)
