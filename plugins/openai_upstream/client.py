@@ -31,6 +31,9 @@ from plugins.openai_upstream.body import ACCEPT_ENCODING
 from plugins.openai_upstream.http1 import ConnectFailed, Http1Client, UpstreamTransportError, header_block
 from plugins.openai_upstream.settings import UpstreamOptions
 
+# Headers the client writes itself (with Content-Type, which every request sets).
+FRAMING_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "connection", "host"})
+
 
 class ProxyConfigError(ValueError):
     """A proxy from the environment that this client cannot use (e.g. ``socks5://``)."""
@@ -50,6 +53,8 @@ class ClientSetup:
     read_timeout: float | None
     ssl_context: ssl.SSLContext
     proxy: str | None = None
+    # A configured Host header replaces the one made from the URL (virtual hosting).
+    host_header: str | None = None
     # Proxy-Authorization from the proxy URL's user:password, when it has one: on the
     # CONNECT request for an https upstream, in each request's headers for http.
     proxy_headers: dict[str, str] | None = None
@@ -66,11 +71,12 @@ class ClientSetup:
     def client(self) -> Http1Client:
         """A new client (on the running loop) with its own connection pool."""
         return Http1Client(self.url, ssl_context=self.ssl_context, connect_timeout=self.connect_timeout,
-                           read_timeout=self.read_timeout, proxy=self.proxy, proxy_headers=self.proxy_headers)
+                           read_timeout=self.read_timeout, proxy=self.proxy, proxy_headers=self.proxy_headers,
+                           host_header=self.host_header)
 
 
 def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetup:
-    """The session recipe for ``opts`` (raises :class:`ProxyConfigError`)."""
+    """The client recipe for ``opts`` (raises :class:`ProxyConfigError`)."""
     # Only the encodings BodyDecoder decodes in bounded steps.
     headers = {"User-Agent": user_agent, "Accept": "text/event-stream", "Accept-Encoding": ACCEPT_ENCODING}
     if opts.api_key is not None:
@@ -80,9 +86,14 @@ def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetu
     for name, value in opts.headers.items():
         headers.pop(lowered.get(name.lower(), name), None)
         headers[name] = value
-    # Every request is a JSON POST: this replaces any configured Content-Type.
-    for name in [n for n in headers if n.lower() == "content-type"]:
-        del headers[name]
+    # Every request is a JSON POST: this replaces any configured Content-Type. The body's
+    # framing and the connection are the client's own (a second Content-Length would make
+    # the request ambiguous); a configured Host replaces the URL's.
+    host_header = None
+    for name in [n for n in headers if n.lower() in FRAMING_HEADERS]:
+        value = headers.pop(name)
+        if name.lower() == "host":
+            host_header = value
     headers["Content-Type"] = "application/json"
     proxy, proxy_auth = env_proxy(url)
     auth = None if proxy_auth is None else {"Proxy-Authorization": proxy_auth}
@@ -93,9 +104,10 @@ def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetu
     # connect_timeout covers TCP connect, a proxy's CONNECT and the TLS handshake (the
     # provider's slots keep a pool wait from ever being part of it); read_timeout is the
     # longest silence: waiting for the response head, then between body reads.
-    return ClientSetup(url=url, headers=header_block(headers), header_map=headers, connect_timeout=opts.connect_timeout,
-                       read_timeout=opts.read_timeout, ssl_context=trust_store(), proxy=proxy,
-                       proxy_headers=auth if tunnelled else None)
+    return ClientSetup(url=url, headers=header_block(headers), header_map=headers,
+                       connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout,
+                       ssl_context=trust_store(), proxy=proxy, proxy_headers=auth if tunnelled else None,
+                       host_header=host_header)
 
 
 def env_proxy(url: str) -> tuple[str | None, str | None]:

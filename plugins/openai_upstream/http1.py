@@ -106,13 +106,15 @@ def origin_for(url: str, proxy: str | None) -> Origin:
 
 def header_block(headers: Mapping[str, str]) -> bytes:
     """``Name: value`` lines (CRLF-terminated); refuses CR, LF or NUL (header injection)."""
-    lines = []
-    for name, value in headers.items():
-        text = f"{name}: {value}"
-        if any(c in text for c in "\r\n\0"):
-            raise ValueError(f"header {name!r} contains a line break or NUL")
-        lines.append(text.encode("utf-8") + b"\r\n")
-    return b"".join(lines)
+    return b"".join(header_text(name, value) + b"\r\n" for name, value in headers.items())
+
+
+def header_text(name: str, value: str) -> bytes:
+    """One header's ``Name: value`` (no line end), UTF-8; refuses CR, LF or NUL."""
+    text = f"{name}: {value}"
+    if any(c in text for c in "\r\n\0"):
+        raise ValueError(f"header {name!r} contains a line break or NUL")
+    return text.encode("utf-8")
 
 
 class Http1Response:
@@ -390,7 +392,7 @@ class Http1Client:
 
     def __init__(self, url: str, *, ssl_context: ssl.SSLContext, connect_timeout: float | None,
                  read_timeout: float | None, proxy: str | None = None,
-                 proxy_headers: Mapping[str, str] | None = None) -> None:
+                 proxy_headers: Mapping[str, str] | None = None, host_header: str | None = None) -> None:
         self.origin = origin_for(url, proxy)
         self._ssl = ssl_context
         self._connect_timeout = connect_timeout
@@ -400,7 +402,8 @@ class Http1Client:
             authority = f"{self.origin.host}:{self.origin.port}".encode("idna")
             self._connect_head = (b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n"
                                   + header_block(proxy_headers or {}) + b"\r\n")
-        self._request_line = b"POST " + self.origin.target + b" HTTP/1.1\r\nHost: " + self.origin.host_header + b"\r\n"
+        host = b"Host: " + self.origin.host_header if host_header is None else header_text("Host", host_header)
+        self._request_line = b"POST " + self.origin.target + b" HTTP/1.1\r\n" + host + b"\r\n"
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._closed = False

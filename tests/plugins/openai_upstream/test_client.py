@@ -192,6 +192,21 @@ async def test_configured_headers_replace_defaults_whatever_their_case(make_app,
         "Bearer other", "application/json", "1")
 
 
+async def test_configured_framing_headers_never_reach_the_wire_twice(make_app, fake, user_turn, run_turn):
+    """Content-Length, Transfer-Encoding and Connection are the client's own; a configured
+    Host replaces the one made from the URL (a virtual host behind a shared address)."""
+    fake.script(stream_reply(text_chunks("framed")))
+    app = make_app(upstream_config(fake.base_url, headers={
+        "Host": "api.example.test", "content-length": "5", "Transfer-Encoding": "chunked", "Connection": "close"}))
+    async with app.test_app():
+        _, result = await run_turn(app, user_turn())
+    assert (result.status, result.text) == ("completed", "framed")
+    [request] = fake.chat_requests
+    assert request.headers["host"] == "api.example.test"
+    assert request.headers["content-length"] == str(len(request.body))
+    assert "transfer-encoding" not in request.headers and "connection" not in request.headers
+
+
 # --------------------------------------------------------------------------- JSON
 
 
