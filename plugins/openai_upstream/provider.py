@@ -124,10 +124,11 @@ class UpstreamProvider:
         async with self._slot(slots, deadline):
             response = await self._open(client, dumps(body), deadline)
             try:
-                async for ev in self._read(response, decoder, deadline):
-                    passed = custom.apply(ev)
-                    if passed is not None:
-                        yield passed
+                async for batch in self._batches(response, decoder, deadline):
+                    for ev in batch:
+                        passed = custom.apply(ev)
+                        if passed is not None:
+                            yield passed
             finally:
                 _finish(response)
         for ev in decoder.close_calls():
@@ -242,13 +243,14 @@ class UpstreamProvider:
 
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, response: Http1Response, decoder: ChunkDecoder,
-                    deadline: float | None) -> AsyncIterator[RunEvent]:
+    async def _batches(self, response: Http1Response, decoder: ChunkDecoder,
+                       deadline: float | None) -> AsyncIterator[list[RunEvent]]:
+        """The answer's run events, a list per network read: one step of this generator per
+        read rather than per token (a read of a fast upstream carries dozens)."""
         content_type = response.headers.get("content-type", "")
         if "json" in content_type and "event-stream" not in content_type:
             # The server ignored stream=true and answered with one whole completion.
-            for ev in decoder.feed(await self._whole_json(response, deadline)):
-                yield ev
+            yield decoder.feed(await self._whole_json(response, deadline))
             return
         # Bytes in network-read batches, split into lines here: one await per read
         # rather than per line, and no text layer over the bytes.
@@ -260,13 +262,24 @@ class UpstreamProvider:
             piece = await self._next_piece(pieces, decoder)
             plain = plain_data_events(piece, limit) if piece and splitter.idle and parser.idle else None
             if plain is not None:
-                for done_at, data in enumerate(plain):
-                    if data.strip() == b"[DONE]":
-                        if not response.complete:
-                            await self._drain(pieces, 2 * (len(plain) - done_at - 1))
-                        return
-                    for ev in self._decode("message", data, decoder):
-                        yield ev
+                batch: list[RunEvent] = []
+                done_at = -1
+                try:
+                    for index, data in enumerate(plain):
+                        if data.strip() == b"[DONE]":
+                            done_at = index
+                            break
+                        batch += self._decode("message", data, decoder)
+                except ProviderError:
+                    if batch:
+                        yield batch  # what came before the bad chunk still reaches the run
+                    raise
+                if batch:
+                    yield batch
+                if done_at >= 0:
+                    if not response.complete:
+                        await self._drain(pieces, 2 * (len(plain) - done_at - 1))
+                    return
                 continue
             try:
                 lines = splitter.flush() if piece is None else splitter.feed(piece)
@@ -286,8 +299,9 @@ class UpstreamProvider:
                     if piece is not None and not response.complete:
                         await self._drain(pieces, len(lines) - done_at - 1)
                     return
-                for ev in self._decode(sse.event, data, decoder):
-                    yield ev
+                events = self._decode(sse.event, data, decoder)
+                if events:
+                    yield events
             if piece is None:
                 break
         if decoder.finish_reason is None:
