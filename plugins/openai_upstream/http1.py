@@ -18,6 +18,8 @@ The parsing is httptools (llhttp, the C parser uvicorn uses); this module adds:
   not on every read: a timer per read, or an ``asyncio.timeout`` per await, was a
   measurable part of a streamed token's cost);
 * flow control: reading pauses while more than ``READ_BUFFER`` bytes wait unread;
+* Happy Eyeballs for hosts with several addresses (an unreachable IPv6 route does not
+  cost the whole connect timeout);
 * proxies: an ``http://`` upstream through a forwarding proxy (absolute-form target),
   an ``https://`` one through a ``CONNECT`` tunnel, TLS verified end to end;
 * limits on a hostile answer: a response head over ``MAX_HEAD_BYTES`` is an error.
@@ -41,6 +43,9 @@ READ_BUFFER = 64 * 1024  # unread body bytes above which reading pauses (aiohttp
 MAX_HEAD_BYTES = 64 * 1024  # a response head (status line and headers) larger than this is refused
 IDLE_SECONDS = 15.0  # an idle pooled connection older than this is closed (aiohttp's keepalive_timeout)
 CONNECT_HEAD_LIMIT = 16 * 1024  # a proxy's answer to CONNECT
+# A host with several addresses (IPv6 and IPv4): the next is tried after this many seconds
+# without waiting for the first to fail (RFC 8305; aiohttp's default too).
+HAPPY_EYEBALLS = 0.25
 
 
 class UpstreamTransportError(Exception):
@@ -506,12 +511,12 @@ class Http1Client:
             if not origin.tunnel:
                 await loop.create_connection(
                     lambda: conn, origin.dial_host, origin.dial_port, ssl=hop_tls,
-                    server_hostname=origin.dial_host if hop_tls else None)
+                    server_hostname=origin.dial_host if hop_tls else None, happy_eyeballs_delay=HAPPY_EYEBALLS)
                 return conn
             tunnel = _TunnelOpener(self._connect_head)
             transport, _ = await loop.create_connection(
                 lambda: tunnel, origin.dial_host, origin.dial_port, ssl=hop_tls,
-                server_hostname=origin.dial_host if hop_tls else None)
+                server_hostname=origin.dial_host if hop_tls else None, happy_eyeballs_delay=HAPPY_EYEBALLS)
             try:
                 await tunnel.established()
                 tls = await loop.start_tls(transport, conn, self._ssl, server_hostname=origin.host)
