@@ -192,6 +192,18 @@ async def test_a_proxy_refusing_the_tunnel_is_a_connect_error(make_app, user_tur
     assert head.startswith(b"CONNECT upstream.invalid:443 HTTP/1.1\r\n")
 
 
+async def test_a_host_name_is_resolved_and_its_addresses_tried(make_app, user_turn, run_turn):
+    """A host name is resolved and dialled (where ``localhost`` also resolves to ::1, where
+    nothing listens, the next address serves), and the Host header names it, not an address."""
+    async with RawUpstream([[sse_answer("by ", "name")]]) as server:
+        app = make_app(upstream_config(f"http://localhost:{server.port}/v1", max_retries=0))
+        async with app.test_app():
+            _, result = await run_turn(app, user_turn())
+    assert (result.status, result.text) == ("completed", "by name")
+    [(_, head)] = server.requests
+    assert f"Host: localhost:{server.port}\r\n".encode() in head
+
+
 # --------------------------------------------------------------------------- the pool
 
 
