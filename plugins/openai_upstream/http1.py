@@ -412,6 +412,7 @@ class Http1Client:
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._closed = False
+        self._sweeper: asyncio.TimerHandle | None = None  # closes idle connections past IDLE_SECONDS
 
     @property
     def in_use(self) -> int:
@@ -449,6 +450,9 @@ class Http1Client:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in [*self._idle, *self._busy]:
             conn.close()
         self._idle.clear()
@@ -475,8 +479,19 @@ class Http1Client:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
             self._prune(conn.idle_since)
+            if self._sweeper is None:  # one timer per client, whatever the traffic
+                self._sweeper = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._sweep)
         else:
             conn.close()
+
+    def _sweep(self) -> None:
+        """Close what idled too long even when no request comes to notice it."""
+        self._sweeper = None
+        now = time.monotonic()
+        self._prune(now)
+        if self._idle and not self._closed:
+            due = max(self._idle[0].idle_since + IDLE_SECONDS - now, 0.01)
+            self._sweeper = asyncio.get_running_loop().call_later(due, self._sweep)
 
     def _discard(self, conn: _Connection) -> None:
         self._busy.discard(conn)

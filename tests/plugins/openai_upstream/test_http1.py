@@ -240,6 +240,20 @@ async def test_an_idle_connection_is_closed_after_its_idle_time(raw_app, user_tu
 # --------------------------------------------------------------------------- the client on its own
 
 
+async def test_idle_connections_are_closed_without_further_traffic(monkeypatch):
+    monkeypatch.setattr(http1, "IDLE_SECONDS", 0.3)
+    async with RawUpstream([[sse_answer("one")]]) as server:
+        client = client_for(server)
+        response = await client.post(b"{}", b"")
+        while await response.read() is not None:
+            pass
+        response.release()
+        assert client.idle == 1
+        await asyncio.sleep(0.8)
+        assert (client.idle, server.closed) == (0, [1])  # closed by the client's own timer
+        await client.aclose()
+
+
 def client_for(server: RawUpstream, read_timeout: float | None = 5.0) -> Http1Client:
     return Http1Client(server.base_url + "/chat/completions", ssl_context=ssl.create_default_context(),
                        connect_timeout=5.0, read_timeout=read_timeout)
