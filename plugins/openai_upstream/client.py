@@ -24,7 +24,7 @@ import errno
 import os
 import ssl
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from plugins.openai_upstream.body import ACCEPT_ENCODING
@@ -44,10 +44,8 @@ class ClientSetup:
     """Everything one provider's clients are built from (read once)."""
 
     url: str
-    # Sent with every request (a header block: validated and encoded once), and the same
-    # as a dict. The upstream key is never among the proxy_headers of a CONNECT: a
-    # tunnelling proxy never sees it.
-    headers: bytes
+    # Sent with every request. The upstream key is never among the proxy_headers of a
+    # CONNECT: a tunnelling proxy never sees it.
     header_map: dict[str, str]
     connect_timeout: float | None
     read_timeout: float | None
@@ -55,6 +53,11 @@ class ClientSetup:
     proxy: str | None = None
     # A configured Host header replaces the one made from the URL (virtual hosting).
     host_header: str | None = None
+    # header_map as a header block: validated and encoded once, sent as is.
+    headers: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", header_block(self.header_map))
     # Proxy-Authorization from the proxy URL's user:password, when it has one: on the
     # CONNECT request for an https upstream, in each request's headers for http.
     proxy_headers: dict[str, str] | None = None
@@ -104,7 +107,7 @@ def client_setup(opts: UpstreamOptions, url: str, user_agent: str) -> ClientSetu
     # connect_timeout covers TCP connect, a proxy's CONNECT and the TLS handshake (the
     # provider's slots keep a pool wait from ever being part of it); read_timeout is the
     # longest silence: waiting for the response head, then between body reads.
-    return ClientSetup(url=url, headers=header_block(headers), header_map=headers,
+    return ClientSetup(url=url, header_map=headers,
                        connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout,
                        ssl_context=trust_store(), proxy=proxy, proxy_headers=auth if tunnelled else None,
                        host_header=host_header)

@@ -84,10 +84,9 @@ class Origin:
     host_header: bytes
     host: str
     port: int
-    tls: bool  # TLS to the upstream itself (directly or inside a tunnel)
     dial_host: str
     dial_port: int
-    dial_tls: bool  # TLS to the dialled hop (an https:// proxy)
+    dial_tls: bool  # TLS to the dialled hop (the upstream itself, or an https:// proxy)
     tunnel: bool  # CONNECT through the proxy first
 
 
@@ -100,12 +99,12 @@ def origin_for(url: str, proxy: str | None) -> Origin:
     authority = shown if parts.port is None else f"{shown}:{port}"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if proxy is None:
-        return Origin(path.encode(), authority.encode("idna"), host, port, tls, host, port, tls, False)
+        return Origin(path.encode(), authority.encode("idna"), host, port, host, port, tls, False)
     via = urlsplit(proxy)
     via_tls = via.scheme == "https"
     via_port = via.port or (443 if via_tls else 80)
     target = path if tls else f"{parts.scheme}://{authority}{path}"
-    return Origin(target.encode(), authority.encode("idna"), host, port, tls, via.hostname or "", via_port,
+    return Origin(target.encode(), authority.encode("idna"), host, port, via.hostname or "", via_port,
                   via_tls, tls)
 
 
@@ -314,9 +313,6 @@ class _Connection(asyncio.Protocol):
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._protocol_error(f"the response head is over {MAX_HEAD_BYTES} bytes")
 
-    def eof_received(self) -> bool | None:
-        return None  # close the transport: connection_lost follows
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if self._timer is not None:
@@ -335,12 +331,6 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamTransportError("the response body ended early"))
         else:
             self._fail(UpstreamTransportError("the server closed the connection"))
-
-    def pause_writing(self) -> None:  # a request body is one write; nothing to pause
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     def _protocol_error(self, detail: str) -> None:
         self._fail(UpstreamTransportError(detail))

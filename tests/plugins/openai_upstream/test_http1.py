@@ -331,8 +331,8 @@ def test_a_forwarded_header_replaces_a_configured_one_of_the_same_name():
     from plugins.openai_upstream.client import ClientSetup
 
     configured = {"Authorization": "Bearer k", "TraceParent": "00-static"}
-    setup = ClientSetup(url="http://127.0.0.1:1/v1/chat/completions", headers=header_block(configured),
-                        header_map=configured, connect_timeout=1.0, read_timeout=1.0,
+    setup = ClientSetup(url="http://127.0.0.1:1/v1/chat/completions", header_map=configured,
+                        connect_timeout=1.0, read_timeout=1.0,
                         ssl_context=ssl.create_default_context())
     assert setup.headers_with({"traceparent": "00-live"}) == b"Authorization: Bearer k\r\ntraceparent: 00-live\r\n"
     assert setup.headers_with({"x-other": "1"}) == header_block(configured) + b"x-other: 1\r\n"
