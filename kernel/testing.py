@@ -192,9 +192,19 @@ def serve_process(config: Path, port: int | None = None, *, timeout: float = 60,
             time.sleep(0.1)
         yield served
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first so workers shut down in order (closing their store connections), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -236,6 +246,26 @@ async def _admin(url: str, sql: str) -> None:
         await conn.close()
 
 
+async def _drop_schema(url: str, schema: str) -> None:
+    """Drop a test schema, retrying while a just-stopped process's backend still holds its locks.
+
+    A killed worker's PostgreSQL backend can outlive it by a moment mid-transaction; the DROP
+    then waits on (or deadlocks with) it. Retrying for a few seconds lets that backend finish.
+    """
+    import asyncpg
+
+    transient = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.LockNotAvailableError)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await _admin(url, f"SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE")
+            return
+        except transient:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh schema on the test PostgreSQL, dropped afterwards; yields a URL that selects it."""
@@ -249,7 +279,7 @@ def pg_url() -> Iterator[str]:
     try:
         yield f"{base}{sep}search_path={schema}"
     finally:
-        _run(_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        _run(_drop_schema(base, schema))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
