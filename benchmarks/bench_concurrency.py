@@ -16,10 +16,12 @@ is then shared by few tokens). The gateway (``/v1/responses``, openai_upstream -
    streams took against their nominal length (pieces x delay), how many failed;
 4. the same burst through a bare asyncio relay (this script, ``--serve-relay``): it reads each
    request, opens the fake upstream and copies every upstream read to the client as one
-   chunk, parsing nothing. It is the floor for this traffic shape (one socket read and one
-   write per token, on this machine's costly wake-ups), the way bare Quart+Hypercorn is the
-   floor of the throughput table;
-5. while (3) runs: the kernel's listen-queue overflows (``ListenOverflows`` in
+   chunk, parsing nothing. It is asyncio's own floor for this traffic shape (one socket read
+   and one write per token, on this machine's costly wake-ups);
+5. the same relay as a Quart view on Hypercorn (``--serve-quart-relay``, Hypercorn's defaults
+   but a backlog sized for the burst): the bare stack the gateway is built on, for this
+   traffic shape, as bare Quart+Hypercorn is for the table;
+6. while (3) runs: the kernel's listen-queue overflows (``ListenOverflows`` in
    /proc/net/netstat, counted system-wide, so run it on an otherwise quiet machine) and
    the upstream connect timeouts the gateway logged (targets: both 0).
 
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,9 +159,48 @@ def serve_relay(port: int, upstream: str) -> None:
     asyncio.run(main())
 
 
-def start_relay(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
+def serve_quart_relay(port: int, upstream: str) -> None:
+    """Child process: the same relay as a Quart view served by Hypercorn (its defaults, but a
+    backlog sized for the burst): the bare stack the gateway is built on, for this traffic."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+    from quart import Quart, Response, request
+
+    authority, _, path = upstream.removeprefix("http://").partition("/")
+    host, _, upstream_port = authority.partition(":")
+    body = b'{"model":"fake-model","messages":[{"role":"user","content":"hi"}],"stream":true}'
+    upstream_request = (f"POST /{path}/chat/completions HTTP/1.1\r\nHost: {authority}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                        "Connection: close\r\n\r\n").encode() + body
+    app = Quart("relay")
+
+    @app.post("/v1/responses")
+    async def relay() -> Response:
+        await request.get_data()
+        up_reader, up_writer = await asyncio.open_connection(host, int(upstream_port))
+        up_writer.write(upstream_request)
+        await up_reader.readuntil(b"\r\n\r\n")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while data := await up_reader.read(65536):
+                    yield data
+            finally:
+                up_writer.close()
+
+        return Response(chunks(), content_type="text/event-stream")
+
+    config = Config()
+    config.bind = [f"{HOST}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.backlog = 2048
+    asyncio.run(hypercorn_serve(app, config))  # type: ignore[arg-type]
+
+
+def start_relay(upstream: str, kind: str = "--serve-relay") -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-relay", upstream, "--port", str(port)])
+    proc = subprocess.Popen([sys.executable, __file__, kind, upstream, "--port", str(port)])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -180,10 +222,13 @@ def main() -> None:
     parser.add_argument("--fast-pieces", type=int, default=1000, help="tokens of the fast reference stream")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--serve-relay", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-quart-relay", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_relay:
         return serve_relay(args.port, args.serve_relay)
+    if args.serve_quart_relay:
+        return serve_quart_relay(args.port, args.serve_quart_relay)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this client holds a socket per stream
     nominal = args.pieces * args.delay
@@ -191,6 +236,7 @@ def main() -> None:
     fast_fake, fast_upstream = start_fake(args.fast_pieces, 0.0)
     rows: list[tuple[dict[str, float], dict[str, float], dict[str, float]]] = []
     relayed: list[dict[str, float]] = []
+    stack_relayed: list[dict[str, float]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
             (Path(tmp) / "slow").mkdir()
@@ -198,6 +244,7 @@ def main() -> None:
             proc, port = start_gateway(Path(tmp) / "slow", upstream, env=None)  # type: ignore[arg-type]
             fast_proc, fast_port = start_gateway(Path(tmp) / "fast", fast_upstream, env=None)  # type: ignore[arg-type]
             relay_proc, relay_port = start_relay(upstream)
+            stack_proc, stack_port = start_relay(upstream, "--serve-quart-relay")
             try:
                 asyncio.run(run_streams(port, 2, sequential=True))  # warm up
                 asyncio.run(run_streams(fast_port, 2, sequential=True))
@@ -206,6 +253,8 @@ def main() -> None:
                     single = measure(proc.pid, port, args.slow_single, sequential=True)
                     burst = measure(proc.pid, port, args.streams, sequential=False)
                     relayed.append(measure(relay_proc.pid, relay_port, args.streams, sequential=False, relay=True))
+                    stack_relayed.append(measure(stack_proc.pid, stack_port, args.streams, sequential=False,
+                                                 relay=True))
                     rows.append((fast, single, burst))
                     print(f"round {round_no}: fast single {fast['cpu_us_per_token']:.0f} us/token; "
                           f"slow single {single['cpu_us_per_token']:.0f} us/token; "
@@ -213,9 +262,10 @@ def main() -> None:
                           f"{burst['failed']:.0f} failed, median {burst['median_s']:.1f} s, "
                           f"p99 {burst['p99_s']:.1f} s (nominal {nominal:.1f} s), "
                           f"listen overflows {burst['overflows']:.0f}; bare relay "
-                          f"{relayed[-1]['cpu_us_per_token']:.0f} us/token", flush=True)
+                          f"{relayed[-1]['cpu_us_per_token']:.0f} us/token; Quart+Hypercorn relay "
+                          f"{stack_relayed[-1]['cpu_us_per_token']:.0f} us/token", flush=True)
             finally:
-                for served in (proc, fast_proc, relay_proc):
+                for served in (proc, fast_proc, relay_proc, stack_proc):
                     served.terminate()
                     served.wait(30)
                 log = (Path(tmp) / "slow" / "stderr.txt").read_text(errors="replace")
@@ -226,7 +276,7 @@ def main() -> None:
     ratios = [burst["cpu_us_per_token"] / fast["cpu_us_per_token"] for fast, _, burst in rows]
     print(f"\n{args.streams} concurrent streams of {args.pieces} tokens, {args.delay * 1000:.0f} ms apart "
           f"(nominal {nominal:.1f} s), {args.rounds} rounds")
-    print(f"{'':28} {'min':>8} {'median':>8} {'max':>8}")
+    print(f"{'':32} {'min':>8} {'median':>8} {'max':>8}")
     for label, values in [
         ("fast single: CPU us/token", [f["cpu_us_per_token"] for f, _, _ in rows]),
         ("slow single: CPU us/token", [s["cpu_us_per_token"] for _, s, _ in rows]),
@@ -235,13 +285,19 @@ def main() -> None:
         ("bare relay burst: us/token", [r["cpu_us_per_token"] for r in relayed]),
         ("burst/bare relay", [b["cpu_us_per_token"] / r["cpu_us_per_token"]
                               for (_, _, b), r in zip(rows, relayed, strict=True)]),
+        ("Quart+Hypercorn relay: us/token", [r["cpu_us_per_token"] for r in stack_relayed]),
+        ("burst/Quart+Hypercorn relay", [b["cpu_us_per_token"] / r["cpu_us_per_token"]
+                                         for (_, _, b), r in zip(rows, stack_relayed, strict=True)]),
+        ("Quart+Hypercorn relay/fast", [r["cpu_us_per_token"] / f["cpu_us_per_token"]
+                                        for (f, _, _), r in zip(rows, stack_relayed, strict=True)]),
         ("bare relay: median stream s", [r["median_s"] for r in relayed]),
+        ("Quart relay: failed streams", [r["failed"] for r in stack_relayed]),
         ("burst: median stream s", [b["median_s"] for _, _, b in rows]),
         ("burst: p99 stream s", [b["p99_s"] for _, _, b in rows]),
         ("burst: failed streams", [b["failed"] for _, _, b in rows]),
         ("burst: listen overflows", [b["overflows"] for _, _, b in rows]),
     ]:
-        print(f"{label:28} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
+        print(f"{label:32} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
     print(f"upstream connect timeouts logged by the gateway: {connect_timeouts} (target 0)")
 
 

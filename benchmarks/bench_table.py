@@ -209,7 +209,8 @@ def main() -> None:
         return serve(bare_app(), args.port, bare=True)
     if args.serve == "gateway":
         Path(args.state).mkdir(parents=True, exist_ok=True)
-        return serve(gateway_app(args.upstream, Path(args.state)), args.port)
+        return serve(gateway_app(args.upstream, Path(args.state)), args.port,
+                     Path(args.profile) if args.profile else None)
     with tempfile.TemporaryDirectory(prefix="bench-table-") as state:
         figures = asyncio.run(measure(args, state))
     report(figures, args)
