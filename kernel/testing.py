@@ -166,8 +166,8 @@ def serve_process(config: Path, port: int | None = None, *, timeout: float = 60,
     """Start ``kernel serve --config CONFIG [ARGS]`` (cwd: the config's folder) and wait until healthy.
 
     Output goes to ``stdout-PORT.txt`` / ``stderr-PORT.txt`` beside the config. The
-    process is killed on exit if the test did not stop it (with ``--workers``, its
-    workers stop when their parent's SIGTERM reaches them, or exit with it).
+    process is stopped on exit if the test did not stop it: SIGTERM, so ``--workers``'
+    workers drain and close their store connections first, then SIGKILL after 10 s.
     """
     port = free_port() if port is None else port
     kernel_cmd = Path(sys.executable).parent / "kernel"
