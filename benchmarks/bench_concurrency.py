@@ -123,13 +123,19 @@ def measure(pid: int, port: int, count: int, sequential: bool, relay: bool = Fal
 # --------------------------------------------------------------------------- the bare relay
 
 
-def serve_relay(port: int, upstream: str) -> None:
-    """Child process: relay each request's stream from the fake upstream, parsing nothing."""
+def relay_target(upstream: str) -> tuple[str, int, bytes]:
+    """The fake upstream's host and port, and the streamed chat request both relays send it."""
     authority, _, path = upstream.removeprefix("http://").partition("/")
-    host, _, upstream_port = authority.partition(":")
+    host, _, port = authority.partition(":")
     body = b'{"model":"fake-model","messages":[{"role":"user","content":"hi"}],"stream":true}'
     request = (f"POST /{path}/chat/completions HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    return host, int(port), request
+
+
+def serve_relay(port: int, upstream: str) -> None:
+    """Child process: relay each request's stream from the fake upstream, parsing nothing."""
+    host, upstream_port, request = relay_target(upstream)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -137,7 +143,7 @@ def serve_relay(port: int, upstream: str) -> None:
             length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                            if line.lower().startswith(b"content-length:")), 0)
             await reader.readexactly(length)
-            up_reader, up_writer = await asyncio.open_connection(host, int(upstream_port))
+            up_reader, up_writer = await asyncio.open_connection(host, upstream_port)
             up_writer.write(request)
             await up_reader.readuntil(b"\r\n\r\n")
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
@@ -166,18 +172,13 @@ def serve_quart_relay(port: int, upstream: str) -> None:
     from hypercorn.config import Config
     from quart import Quart, Response, request
 
-    authority, _, path = upstream.removeprefix("http://").partition("/")
-    host, _, upstream_port = authority.partition(":")
-    body = b'{"model":"fake-model","messages":[{"role":"user","content":"hi"}],"stream":true}'
-    upstream_request = (f"POST /{path}/chat/completions HTTP/1.1\r\nHost: {authority}\r\n"
-                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                        "Connection: close\r\n\r\n").encode() + body
+    host, upstream_port, upstream_request = relay_target(upstream)
     app = Quart("relay")
 
     @app.post("/v1/responses")
     async def relay() -> Response:
         await request.get_data()
-        up_reader, up_writer = await asyncio.open_connection(host, int(upstream_port))
+        up_reader, up_writer = await asyncio.open_connection(host, upstream_port)
         up_writer.write(upstream_request)
         await up_reader.readuntil(b"\r\n\r\n")
 

@@ -53,14 +53,14 @@ class ClientSetup:
     proxy: str | None = None
     # A configured Host header replaces the one made from the URL (virtual hosting).
     host_header: str | None = None
+    # Proxy-Authorization from the proxy URL's user:password, when it has one: on the
+    # CONNECT request for an https upstream, in each request's headers for http.
+    proxy_headers: dict[str, str] | None = None
     # header_map as a header block: validated and encoded once, sent as is.
     headers: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", header_block(self.header_map))
-    # Proxy-Authorization from the proxy URL's user:password, when it has one: on the
-    # CONNECT request for an https upstream, in each request's headers for http.
-    proxy_headers: dict[str, str] | None = None
 
     def headers_with(self, extra: dict[str, str]) -> bytes:
         """The header block with ``extra`` (e.g. ``traceparent``), which replaces a configured
